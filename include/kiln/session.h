@@ -1,0 +1,72 @@
+// The public entry point: load an ONNX model once, run it many times.
+#pragma once
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kiln/status.h"
+#include "kiln/tensor.h"
+
+namespace kiln {
+
+struct SessionOptions {
+  int threads = 0;        // 0: every core this process may use
+  bool optimize = true;   // graph passes (constant folding etc.)
+};
+
+// A model input or output as declared: dims < 0 are dynamic, with `symbols` naming them.
+struct ValueSpec {
+  std::string name;
+  DType dtype = DType::Undefined;
+  bool has_shape = false;
+  std::vector<int64_t> dims;
+  std::vector<std::string> symbols;
+  std::string shape_str() const;  // "[batch, 3, 224, 224]"
+};
+
+struct RunStats {
+  size_t arena_bytes = 0;      // intermediate memory of the current plan
+  size_t weight_bytes = 0;     // initializers
+};
+
+class Graph;
+class Plan;
+
+class Session {
+ public:
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Loads and validates; every unsupported op is reported in one error.
+  static Status load(const std::string& path, const SessionOptions& options, std::unique_ptr<Session>* out);
+  static Status load_from_bytes(const std::string& bytes, const std::string& base_dir,
+                                const SessionOptions& options, std::unique_ptr<Session>* out);
+
+  const std::vector<ValueSpec>& inputs() const { return inputs_; }
+  const std::vector<ValueSpec>& outputs() const { return outputs_; }
+
+  // Named inputs in any order; outputs in graph order. Not safe to call concurrently.
+  Status run(const std::vector<std::pair<std::string, Tensor>>& inputs, std::vector<Tensor>* outputs);
+
+  RunStats stats() const;
+  const Graph& graph() const { return *graph_; }
+  int threads() const { return threads_; }
+
+ private:
+  Session();
+  Status init(const SessionOptions& options);
+  Status check_inputs(const std::vector<std::pair<std::string, Tensor>>& inputs,
+                      std::vector<const Tensor*>* ordered) const;
+
+  std::unique_ptr<Graph> graph_;
+  std::vector<ValueSpec> inputs_, outputs_;
+  std::unique_ptr<Plan> plan_;
+  int threads_ = 1;
+};
+
+// Number of cores this process may use (affinity mask), at least 1.
+int available_cores();
+
+}  // namespace kiln

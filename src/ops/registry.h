@@ -1,0 +1,101 @@
+// Kernel interface and the operator registry: an op is found by (domain, op_type, opset).
+#pragma once
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "graph/graph.h"
+
+namespace kiln {
+
+// Shape/type inference view of one node. Values of inputs are given when known before running
+// (initializers, constants, shape computations folded at plan time).
+class InferContext {
+ public:
+  InferContext(const Node& node, std::vector<const TensorType*> in_types, std::vector<const Tensor*> in_values)
+      : node_(node), in_types_(std::move(in_types)), in_values_(std::move(in_values)), out_(node.outputs.size()) {}
+  const Node& node() const { return node_; }
+  int num_inputs() const { return (int)in_types_.size(); }
+  bool has_input(int i) const { return i < num_inputs() && in_types_[i] != nullptr; }
+  const TensorType& input_type(int i) const;   // throws if the input is absent
+  const Tensor* input_value(int i) const { return i < num_inputs() ? in_values_[i] : nullptr; }
+  int num_outputs() const { return (int)out_.size(); }
+  void set_output(int i, TensorType t);
+  void set_output(int i, DType dtype, const Shape& shape) { set_output(i, TensorType::of(dtype, shape)); }
+  TensorType& output(int i) { return out_.at(i); }
+  const std::vector<TensorType>& outputs() const { return out_; }
+
+ private:
+  const Node& node_;
+  std::vector<const TensorType*> in_types_;
+  std::vector<const Tensor*> in_values_;
+  std::vector<TensorType> out_;
+};
+
+// Execution view of one node: inputs bound, outputs preallocated when their shapes were inferred.
+class RunContext {
+ public:
+  RunContext(const Node& node, std::vector<const Tensor*> inputs, std::vector<Tensor*> outputs)
+      : node_(node), in_(std::move(inputs)), out_(std::move(outputs)) {}
+  const Node& node() const { return node_; }
+  int num_inputs() const { return (int)in_.size(); }
+  bool has_input(int i) const { return i < num_inputs() && in_[i] != nullptr; }
+  const Tensor& input(int i) const;            // throws if absent
+  int num_outputs() const { return (int)out_.size(); }
+  bool has_output(int i) const { return i < num_outputs() && out_[i] != nullptr; }
+  Tensor& output(int i);                       // throws if not allocated
+  // For outputs whose shape only the computation itself reveals.
+  Tensor& allocate_output(int i, DType dtype, const Shape& shape);
+
+ private:
+  const Node& node_;
+  std::vector<const Tensor*> in_;
+  std::vector<Tensor*> out_;
+};
+
+class Kernel {
+ public:
+  virtual ~Kernel() = default;
+  // Output types from input types (and values where known). Throw kiln::Error on invalid input.
+  virtual void infer(InferContext& ctx) = 0;
+  virtual void run(RunContext& ctx) = 0;
+};
+
+// Creates the kernel for one node (parses and validates attributes once).
+using KernelFactory = std::function<std::unique_ptr<Kernel>(const Node& node, int opset)>;
+
+struct OpFlags {
+  bool shape_only = false;     // output depends only on input shapes (Shape, Size): foldable when shapes are known
+  bool nondeterministic = false;  // never constant-fold (random ops)
+};
+
+struct OpEntry {
+  std::string domain, op_type;
+  int since = 1;
+  KernelFactory make;
+  OpFlags flags;
+};
+
+class Registry {
+ public:
+  void add(const std::string& op_type, int since, KernelFactory make, OpFlags flags = {});
+  void add_domain(const std::string& domain, const std::string& op_type, int since, KernelFactory make, OpFlags flags = {});
+  // Newest entry with since <= opset, or nullptr.
+  const OpEntry* find(const std::string& domain, const std::string& op_type, int64_t opset) const;
+  std::vector<std::string> op_names() const;   // "Conv", "com.microsoft:Foo", ...
+
+ private:
+  std::map<std::pair<std::string, std::string>, std::vector<OpEntry>> entries_;
+};
+
+const Registry& registry();  // all ops, built once
+
+// Convenience: a factory for a kernel class constructed as K(const Node&, int opset).
+template <class K>
+KernelFactory make_kernel() {
+  return [](const Node& n, int opset) -> std::unique_ptr<Kernel> { return std::make_unique<K>(n, opset); };
+}
+
+}  // namespace kiln

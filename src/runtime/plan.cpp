@@ -1,0 +1,325 @@
+#include "runtime/plan.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <set>
+
+namespace kiln {
+
+namespace {
+
+// Adds node context to errors raised inside kernels.
+[[noreturn]] void rethrow_with_node(const Node& n, const char* phase) {
+  try {
+    throw;
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    if (msg.rfind("node '", 0) == 0) throw;
+    throw Error(e.code(), n.describe() + ": " + msg);
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorCode::RuntimeError, n.describe() + ": out of memory during " + phase);
+  } catch (const std::exception& e) {
+    throw Error(ErrorCode::RuntimeError, n.describe() + ": " + phase + " failed: " + e.what());
+  }
+}
+
+bool all_known(const std::vector<TensorType>& ts) {
+  for (auto& t : ts)
+    if (!t.fully_known()) return false;
+  return true;
+}
+
+}  // namespace
+
+std::vector<std::unique_ptr<Kernel>> create_kernels(const Graph& g, std::vector<const OpEntry*>* entries) {
+  std::vector<std::unique_ptr<Kernel>> kernels;
+  std::vector<std::string> missing;
+  std::vector<std::string> errors;
+  const Registry& reg = registry();
+  for (auto& n : g.nodes) {
+    int64_t opset = g.opset(n.domain);
+    const OpEntry* e = reg.find(n.domain, n.op_type, opset);
+    entries->push_back(e);
+    if (!e) {
+      std::string d = n.domain.empty() ? "ai.onnx" : n.domain;
+      missing.push_back("  " + n.op_type + " (domain " + d + ", opset " + std::to_string(opset) + ") at node '" + n.name + "'");
+      kernels.push_back(nullptr);
+      continue;
+    }
+    try {
+      kernels.push_back(e->make(n, (int)opset));
+    } catch (const Error& err) {
+      std::string msg = err.what();
+      errors.push_back(msg.rfind("node '", 0) == 0 ? msg : n.describe() + ": " + msg);
+      kernels.push_back(nullptr);
+    }
+  }
+  if (!missing.empty()) {
+    std::string msg = std::to_string(missing.size()) + " node(s) use operators kiln cannot run:\n";
+    for (auto& m : missing) msg += m + "\n";
+    for (auto& m : errors) msg += "  " + m + "\n";
+    throw Error(ErrorCode::Unsupported, msg.substr(0, msg.size() - 1));
+  }
+  if (!errors.empty()) {
+    std::string msg;
+    for (auto& m : errors) msg += (msg.empty() ? "" : "\n") + m;
+    throw Error(ErrorCode::Unsupported, msg);
+  }
+  return kernels;
+}
+
+Plan::Plan(const Graph& g, int threads) : g_(g), threads_(threads) {
+  auto id_of = [&](const std::string& name) {
+    auto it = ids_.find(name);
+    if (it != ids_.end()) return it->second;
+    int id = (int)names_.size();
+    names_.push_back(name);
+    ids_[name] = id;
+    return id;
+  };
+  for (auto& in : g.inputs) input_ids_.push_back(id_of(in.name));
+  for (auto& [name, t] : g.initializers) id_of(name);
+  for (auto& n : g.nodes) {
+    std::vector<int> in, out;
+    for (auto& s : n.inputs) in.push_back(s.empty() ? -1 : id_of(s));
+    for (auto& s : n.outputs) out.push_back(s.empty() ? -1 : id_of(s));
+    node_in_.push_back(std::move(in));
+    node_out_.push_back(std::move(out));
+  }
+  for (auto& o : g.outputs) output_ids_.push_back(id_of(o.name));
+  kernels_ = create_kernels(g, &entries_);
+}
+
+int Plan::value_id(const std::string& name) const {
+  auto it = ids_.find(name);
+  return it == ids_.end() ? -1 : it->second;
+}
+
+ShapePlan Plan::analyze(const std::vector<TensorType>& input_types, bool fold) const {
+  ShapePlan sp;
+  const size_t nv = names_.size();
+  sp.types.resize(nv);
+  sp.constants.resize(nv);
+  sp.is_output.assign(nv, false);
+  for (int id : output_ids_) sp.is_output[id] = true;
+  for (size_t i = 0; i < input_ids_.size(); ++i) sp.types[input_ids_[i]] = input_types[i];
+  for (auto& [name, t] : g_.initializers) {
+    int id = ids_.at(name);
+    sp.types[id] = TensorType::of(t.dtype(), t.shape());
+    sp.constants[id] = t;
+  }
+  for (size_t ni = 0; ni < g_.nodes.size(); ++ni) {
+    const Node& n = g_.nodes[ni];
+    Kernel* k = kernels_[ni].get();
+    const auto& in = node_in_[ni];
+    const auto& out = node_out_[ni];
+    std::vector<const TensorType*> tin;
+    std::vector<const Tensor*> vin;
+    bool inputs_known = true, values_known = true;
+    for (int id : in) {
+      tin.push_back(id < 0 ? nullptr : &sp.types[id]);
+      vin.push_back(id < 0 || sp.constants[id].empty() ? nullptr : &sp.constants[id]);
+      if (id >= 0 && !sp.types[id].fully_known()) inputs_known = false;
+      if (id >= 0 && sp.constants[id].empty()) values_known = false;
+    }
+    InferContext ictx(n, tin, vin);
+    try {
+      k->infer(ictx);
+    } catch (...) {
+      rethrow_with_node(n, "shape inference");
+    }
+    for (size_t o = 0; o < out.size(); ++o)
+      if (out[o] >= 0) sp.types[out[o]] = ictx.outputs()[o];
+    const bool outputs_known = inputs_known && all_known(ictx.outputs());
+    const OpEntry* e = entries_[ni];
+    bool can_fold = fold && !e->flags.nondeterministic && inputs_known &&
+                    (values_known || e->flags.shape_only) && outputs_known;
+    if (can_fold) {
+      // Evaluate now; the node never runs again for this shape.
+      std::vector<Tensor> tmp_in(in.size());
+      std::vector<const Tensor*> pin;
+      for (size_t i = 0; i < in.size(); ++i) {
+        if (in[i] < 0) { pin.push_back(nullptr); continue; }
+        if (!sp.constants[in[i]].empty()) pin.push_back(&sp.constants[in[i]]);
+        else { tmp_in[i] = Tensor::view(sp.types[in[i]].dtype, sp.types[in[i]].concrete(), nullptr); pin.push_back(&tmp_in[i]); }
+      }
+      std::vector<Tensor> results(out.size());
+      std::vector<Tensor*> pout;
+      for (size_t o = 0; o < out.size(); ++o) {
+        if (out[o] < 0) { pout.push_back(nullptr); continue; }
+        results[o] = Tensor(sp.types[out[o]].dtype, sp.types[out[o]].concrete());
+        pout.push_back(&results[o]);
+      }
+      RunContext rctx(n, pin, pout);
+      try {
+        k->run(rctx);
+      } catch (...) {
+        rethrow_with_node(n, "constant folding");
+      }
+      for (size_t o = 0; o < out.size(); ++o)
+        if (out[o] >= 0) sp.constants[out[o]] = std::move(results[o]);
+      ++sp.folded_nodes;
+      continue;
+    }
+    Step s;
+    s.node = (int)ni;
+    s.in = in;
+    s.out = out;
+    s.dynamic = !outputs_known;
+    sp.steps.push_back(std::move(s));
+  }
+  return sp;
+}
+
+void Plan::plan_memory(ShapePlan& sp) const {
+  const size_t nv = names_.size();
+  sp.offset.assign(nv, -1);
+  sp.last_use.assign(nv, -1);
+  for (size_t si = 0; si < sp.steps.size(); ++si)
+    for (int id : sp.steps[si].in)
+      if (id >= 0) sp.last_use[id] = (int)si;
+  struct Block { int id; size_t size; int start, end; };
+  std::vector<Block> blocks;
+  for (size_t si = 0; si < sp.steps.size(); ++si) {
+    auto& s = sp.steps[si];
+    if (s.dynamic) continue;
+    for (int id : s.out) {
+      if (id < 0 || sp.is_output[id]) continue;
+      size_t bytes = sp.types[id].fully_known() ? (size_t)shape_numel(sp.types[id].concrete()) * dtype_size(sp.types[id].dtype) : 0;
+      if (!dtype_supported(sp.types[id].dtype)) continue;
+      int end = std::max<int>(sp.last_use[id], (int)si);
+      blocks.push_back({id, (bytes + 63) / 64 * 64, (int)si, end});
+    }
+  }
+  // Largest first, each at the lowest offset free for its whole lifetime.
+  std::sort(blocks.begin(), blocks.end(), [](const Block& a, const Block& b) {
+    return a.size != b.size ? a.size > b.size : a.start < b.start;
+  });
+  std::vector<Block> placed;
+  std::vector<size_t> placed_off;
+  size_t total = 0;
+  for (auto& b : blocks) {
+    std::vector<std::pair<size_t, size_t>> busy;
+    for (size_t j = 0; j < placed.size(); ++j)
+      if (placed[j].start <= b.end && b.start <= placed[j].end) busy.push_back({placed_off[j], placed_off[j] + placed[j].size});
+    std::sort(busy.begin(), busy.end());
+    size_t off = 0;
+    for (auto& [s, e] : busy) {
+      if (off + b.size <= s) break;
+      off = std::max(off, e);
+    }
+    placed.push_back(b);
+    placed_off.push_back(off);
+    sp.offset[b.id] = (int64_t)off;
+    total = std::max(total, off + b.size);
+  }
+  sp.arena_bytes = total;
+  if (total) {
+    void* p = std::aligned_alloc(64, total);
+    if (!p) throw Error(ErrorCode::RuntimeError, "out of memory allocating a " + std::to_string(total) + "-byte arena");
+    sp.arena = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  }
+}
+
+ShapePlan& Plan::plan_for(const std::vector<const Tensor*>& inputs) {
+  std::vector<Shape> sig;
+  for (auto* t : inputs) sig.push_back(t->shape());
+  for (auto it = cache_.begin(); it != cache_.end(); ++it)
+    if (it->signature == sig) {
+      cache_.splice(cache_.begin(), cache_, it);
+      return cache_.front();
+    }
+  std::vector<TensorType> types;
+  for (auto* t : inputs) types.push_back(TensorType::of(t->dtype(), t->shape()));
+  ShapePlan sp = analyze(types, true);
+  sp.signature = sig;
+  plan_memory(sp);
+  cache_.push_front(std::move(sp));
+  if (cache_.size() > 8) cache_.pop_back();
+  return cache_.front();
+}
+
+std::vector<Tensor> Plan::run(const std::vector<const Tensor*>& inputs) {
+  omp_set_num_threads(threads_);
+  ShapePlan& sp = plan_for(inputs);
+  last_arena_bytes_ = sp.arena_bytes;
+  const size_t nv = names_.size();
+  std::vector<Tensor> slot(nv);
+  for (size_t i = 0; i < input_ids_.size(); ++i) slot[input_ids_[i]] = *inputs[i];
+  for (size_t id = 0; id < nv; ++id)
+    if (!sp.constants[id].empty()) slot[id] = sp.constants[id];
+  uint8_t* arena = static_cast<uint8_t*>(sp.arena.get());
+
+  for (size_t si = 0; si < sp.steps.size(); ++si) {
+    const Step& s = sp.steps[si];
+    const Node& n = g_.nodes[s.node];
+    Kernel* k = kernels_[s.node].get();
+    std::vector<const Tensor*> pin;
+    for (int id : s.in) {
+      if (id < 0) { pin.push_back(nullptr); continue; }
+      if (slot[id].empty())
+        throw Error(ErrorCode::RuntimeError, n.describe() + ": input '" + names_[id] + "' was not computed");
+      pin.push_back(&slot[id]);
+    }
+    if (s.dynamic) {
+      std::vector<TensorType> rt;
+      rt.reserve(pin.size());
+      for (auto* t : pin) rt.push_back(t ? TensorType::of(t->dtype(), t->shape()) : TensorType{});
+      std::vector<const TensorType*> tin;
+      for (size_t i = 0; i < pin.size(); ++i) tin.push_back(pin[i] ? &rt[i] : nullptr);
+      InferContext ictx(n, tin, pin);
+      try {
+        k->infer(ictx);
+      } catch (...) {
+        rethrow_with_node(n, "shape inference");
+      }
+      for (size_t o = 0; o < s.out.size(); ++o) {
+        int id = s.out[o];
+        if (id < 0) continue;
+        const TensorType& t = ictx.outputs()[o];
+        slot[id] = t.fully_known() && dtype_supported(t.dtype) ? Tensor(t.dtype, t.concrete()) : Tensor();
+      }
+    } else {
+      for (int id : s.out) {
+        if (id < 0) continue;
+        const TensorType& t = sp.types[id];
+        if (sp.offset[id] >= 0) slot[id] = Tensor::view(t.dtype, t.concrete(), arena + sp.offset[id]);
+        else slot[id] = Tensor(t.dtype, t.concrete());
+      }
+    }
+    std::vector<Tensor*> pout;
+    for (int id : s.out) pout.push_back(id < 0 ? nullptr : &slot[id]);
+    RunContext rctx(n, pin, pout);
+    auto t0 = on_step ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+    try {
+      k->run(rctx);
+    } catch (...) {
+      rethrow_with_node(n, "execution");
+    }
+    if (on_step) on_step(n, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    for (size_t o = 0; o < s.out.size(); ++o)
+      if (s.out[o] >= 0 && slot[s.out[o]].empty())
+        throw Error(ErrorCode::RuntimeError, n.describe() + ": output " + std::to_string(o) + " was not produced");
+    // Release run-time allocations after their last reader.
+    for (int id : s.in)
+      if (id >= 0 && sp.last_use[id] == (int)si && sp.offset[id] < 0 && !sp.is_output[id] && sp.constants[id].empty())
+        slot[id] = Tensor();
+  }
+  std::vector<Tensor> outs;
+  for (int id : output_ids_) {
+    if (slot[id].empty()) throw Error(ErrorCode::RuntimeError, "graph output '" + names_[id] + "' was not computed");
+    // Outputs that alias inputs, constants or the arena are copied so the caller owns them.
+    bool owned = !sp.constants[id].empty() ? false : sp.offset[id] < 0;
+    for (int in : input_ids_)
+      if (in == id) owned = false;
+    outs.push_back(owned ? slot[id] : slot[id].clone());
+  }
+  return outs;
+}
+
+}  // namespace kiln

@@ -1,0 +1,67 @@
+// Compiled model: value table + one kernel per node, and per-input-shape execution plans
+// (shapes inferred, shape computations folded, memory planned into one arena).
+#pragma once
+#include <list>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "graph/graph.h"
+#include "ops/registry.h"
+
+namespace kiln {
+
+struct Step {
+  int node = -1;
+  std::vector<int> in, out;   // value ids, -1 for an absent optional
+  bool dynamic = false;       // output shapes known only at run time
+};
+
+// Everything that depends on the concrete input shapes.
+struct ShapePlan {
+  std::vector<Shape> signature;        // input shapes this plan is for
+  std::vector<TensorType> types;       // per value
+  std::vector<Tensor> constants;       // per value: known before running (initializers, folded)
+  std::vector<Step> steps;             // nodes that run, in order
+  std::vector<int64_t> offset;         // per value: arena offset, or -1
+  std::vector<int> last_use;           // per value: last step index reading it
+  std::vector<bool> is_output;         // per value
+  size_t arena_bytes = 0;
+  std::shared_ptr<void> arena;
+  int folded_nodes = 0;
+};
+
+class Plan {
+ public:
+  Plan(const Graph& g, int threads);
+  // Symbolic pass over the declared input types: fills `types` for show/validation. Throws on errors.
+  ShapePlan analyze(const std::vector<TensorType>& input_types, bool fold) const;
+  // Runs with inputs in graph-input order.
+  std::vector<Tensor> run(const std::vector<const Tensor*>& inputs);
+  size_t last_arena_bytes() const { return last_arena_bytes_; }
+  int value_id(const std::string& name) const;
+  const std::vector<std::string>& value_names() const { return names_; }
+  // Per-node timing hook (profiling): called after each step when set.
+  std::function<void(const Node&, double ms)> on_step;
+
+ private:
+  ShapePlan& plan_for(const std::vector<const Tensor*>& inputs);
+  void plan_memory(ShapePlan& sp) const;
+
+  const Graph& g_;
+  int threads_;
+  std::vector<std::string> names_;
+  std::unordered_map<std::string, int> ids_;
+  std::vector<std::unique_ptr<Kernel>> kernels_;   // per node
+  std::vector<const OpEntry*> entries_;
+  std::vector<std::vector<int>> node_in_, node_out_;
+  std::vector<int> input_ids_, output_ids_;
+  std::list<ShapePlan> cache_;                      // most recent first
+  size_t last_arena_bytes_ = 0;
+};
+
+// Kernels for every node; throws one Unsupported error listing every node kiln cannot run.
+std::vector<std::unique_ptr<Kernel>> create_kernels(const Graph& g, std::vector<const OpEntry*>* entries);
+
+}  // namespace kiln
