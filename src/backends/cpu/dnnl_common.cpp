@@ -1,0 +1,43 @@
+#include "backends/cpu/dnnl_common.h"
+
+#include "kiln/status.h"
+
+namespace kiln::cpu {
+
+dnnl::engine& engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+dnnl::stream& stream() {
+  thread_local dnnl::stream s(engine());
+  return s;
+}
+
+dnnl::memory::format_tag plain_tag(int rank) {
+  using T = dnnl::memory::format_tag;
+  switch (rank) {
+    case 1: return T::a;
+    case 2: return T::ab;
+    case 3: return T::abc;
+    case 4: return T::abcd;
+    case 5: return T::abcde;
+    case 6: return T::abcdef;
+    default: throw Error(ErrorCode::Unsupported, "oneDNN tensors of rank " + std::to_string(rank) + " are not supported");
+  }
+}
+
+dnnl::memory::data_type dnnl_type(DType t) {
+  using D = dnnl::memory::data_type;
+  switch (t) {
+    case DType::Float32: return D::f32;
+    case DType::Float16: return D::f16;
+    case DType::BFloat16: return D::bf16;
+    case DType::Int32: return D::s32;
+    case DType::Int8: return D::s8;
+    case DType::UInt8: return D::u8;
+    default: return D::undef;
+  }
+}
+
+}  // namespace kiln::cpu

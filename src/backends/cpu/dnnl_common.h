@@ -1,0 +1,19 @@
+// Shared oneDNN objects for CPU kernels.
+#pragma once
+#include <dnnl.hpp>
+
+#include "kiln/tensor.h"
+
+namespace kiln::cpu {
+
+dnnl::engine& engine();   // one CPU engine per process
+dnnl::stream& stream();   // one in-order stream per calling thread
+
+// oneDNN dims from a kiln shape.
+inline dnnl::memory::dims to_dims(const Shape& s) { return dnnl::memory::dims(s.begin(), s.end()); }
+// Plain row-major tag for a rank (a, ab, abc, ...).
+dnnl::memory::format_tag plain_tag(int rank);
+// oneDNN data type for a kiln dtype (undef when oneDNN has none).
+dnnl::memory::data_type dnnl_type(DType t);
+
+}  // namespace kiln::cpu
