@@ -52,6 +52,8 @@ class Session {
 
   RunStats stats() const;
   const Graph& graph() const { return *graph_; }
+  // Internal execution plan (for tools: profiling hooks, shape analysis).
+  Plan& plan() { return *plan_; }
   int threads() const { return threads_; }
 
  private:
