@@ -1,0 +1,57 @@
+// Shared helpers for the data-movement operators: strided copies, transposes, symbolic dim arithmetic.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ops/common.h"
+
+namespace kiln {
+namespace data {
+
+// ---- kernels ---------------------------------------------------------------------------------
+
+// Copies the elements of `src` addressed by `src_strides` (in elements, may be 0 or negative)
+// over `shape` into the contiguous row-major `dst`. Merges axes and uses memcpy for contiguous
+// runs; parallel (OpenMP) for large copies.
+void strided_copy(void* dst, const void* src, const Shape& shape, const std::vector<int64_t>& src_strides, size_t esize);
+
+// Plain reference: one element at a time, index decomposition per element (for tests).
+void strided_copy_naive(void* dst, const void* src, const Shape& shape, const std::vector<int64_t>& src_strides, size_t esize);
+
+// out[i_0..i_k] = in[i_perm...]: out dims are in_shape[perm[j]]. Fast blocked kernel.
+void transpose(void* dst, const void* src, const Shape& in_shape, const std::vector<int>& perm, size_t esize);
+// Naive reference transpose.
+void transpose_naive(void* dst, const void* src, const Shape& in_shape, const std::vector<int>& perm, size_t esize);
+
+// ---- shape helpers -----------------------------------------------------------------------------
+
+// Integer values of an optional input when known (int32/int64), else nullopt.
+std::optional<std::vector<int64_t>> known_ints(const InferContext& ctx, int i);
+
+// Product of dims: known if all known; a lone symbol times known 1s keeps the symbol; else unknown.
+Dim dim_product(const std::vector<Dim>& dims, size_t begin, size_t end);
+
+// Rank-unknown output check: true when the input's rank is unknown (sets output to unknown_type).
+inline bool rank_unknown(InferContext& ctx, int in, int out, DType dt) {
+  if (ctx.input_type(in).has_shape) return false;
+  ctx.set_output(out, unknown_type(dt));
+  return true;
+}
+
+inline TensorType make_type(DType dt, std::vector<Dim> dims) {
+  TensorType t;
+  t.dtype = dt;
+  t.has_shape = true;
+  t.dims = std::move(dims);
+  return t;
+}
+
+inline std::vector<Dim> unknown_dims(int rank) { return std::vector<Dim>((size_t)rank, Dim()); }
+
+// Merges two dims claimed equal (Concat non-axis dims, etc.); throws naming the node on a mismatch.
+Dim merge_equal(const Node& n, const Dim& a, const Dim& b, const std::string& what);
+
+}  // namespace data
+}  // namespace kiln

@@ -1,0 +1,81 @@
+// Concat: each input is copied as runs of contiguous bytes (outer x axis*inner).
+#include <omp.h>
+
+#include "backends/cpu/data_util.h"
+#include "ops/common.h"
+
+namespace kiln {
+namespace {
+
+class ConcatK : public Kernel {
+ public:
+  ConcatK(const Node& n, int opset) : axis_(n.has_attr("axis") || opset >= 4 ? n.required_int("axis") : 1) {}
+  void infer(InferContext& ctx) override {
+    const Node& n = ctx.node();
+    if (ctx.num_inputs() == 0) fail(n.describe() + ": needs at least one input");
+    const TensorType* ref = nullptr;
+    DType dt = ctx.input_type(0).dtype;
+    for (int i = 0; i < ctx.num_inputs(); ++i) {
+      const TensorType& t = ctx.input_type(i);
+      if (t.dtype != dt) fail(n.describe() + ": input " + std::to_string(i) + " is " + dtype_name(t.dtype) + ", input 0 is " + dtype_name(dt));
+      if (t.has_shape && !ref) ref = &t;
+    }
+    if (!ref) { ctx.set_output(0, unknown_type(dt)); return; }
+    const int r = ref->rank();
+    const int ax = normalize_axis(axis_, r, n);
+    std::vector<Dim> out = ref->dims;
+    int64_t sum = 0;
+    bool sum_known = true;
+    for (int i = 0; i < ctx.num_inputs(); ++i) {
+      const TensorType& t = ctx.input_type(i);
+      if (!t.has_shape) { sum_known = false; continue; }
+      if (t.rank() != r)
+        fail(n.describe() + ": input " + std::to_string(i) + " " + t.str() + " has a different rank from " + ref->str());
+      for (int d = 0; d < r; ++d)
+        if (d != ax) out[d] = data::merge_equal(n, out[d], t.dims[d], "input " + std::to_string(i) + " " + t.str() + " vs " + ref->str() + " on axis " + std::to_string(d));
+      if (t.dims[ax].known()) sum += t.dims[ax].value;
+      else sum_known = false;
+    }
+    out[ax] = sum_known ? Dim::of(sum) : Dim();
+    ctx.set_output(0, data::make_type(dt, out));
+  }
+  void run(RunContext& ctx) override {
+    Tensor& y = ctx.output(0);
+    const int r = y.rank();
+    const int ax = normalize_axis(axis_, r, ctx.node());
+    const size_t es = dtype_size(y.dtype());
+    int64_t outer = 1, inner = 1;
+    for (int d = 0; d < ax; ++d) outer *= y.shape()[d];
+    for (int d = ax + 1; d < r; ++d) inner *= y.shape()[d];
+    const int64_t out_row = y.shape()[ax] * inner * (int64_t)es;
+    struct Part { const uint8_t* p; int64_t bytes, off; };
+    std::vector<Part> parts;
+    int64_t off = 0;
+    for (int i = 0; i < ctx.num_inputs(); ++i) {
+      const Tensor& x = ctx.input(i);
+      if (x.rank() != r) fail(ctx.node().describe() + ": input ranks differ");
+      int64_t b = x.shape()[ax] * inner * (int64_t)es;
+      if (b) parts.push_back({(const uint8_t*)x.raw(), b, off});
+      off += b;
+    }
+    if (off != out_row) fail(ctx.node().describe() + ": input sizes along the axis do not add up to the output");
+    uint8_t* dst = (uint8_t*)y.raw();
+    const int64_t total = outer * out_row;
+    const int64_t np = (int64_t)parts.size();
+#pragma omp parallel for schedule(static) if (total > (1 << 18) && outer * np > 1)
+    for (int64_t w = 0; w < outer * np; ++w) {
+      const int64_t o = w / np;
+      const Part& p = parts[w - o * np];
+      std::memcpy(dst + o * out_row + p.off, p.p + o * p.bytes, (size_t)p.bytes);
+    }
+  }
+
+ private:
+  int64_t axis_;
+};
+
+}  // namespace
+
+void register_concat(Registry& r) { r.add("Concat", 1, make_kernel<ConcatK>()); }
+
+}  // namespace kiln
