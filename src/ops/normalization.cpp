@@ -1,0 +1,416 @@
+// BatchNormalization, InstanceNormalization, LayerNormalization, GroupNormalization, LpNormalization,
+// MeanVarianceNormalization, RMSNormalization.
+// All statistics are computed in float32/double from float32 staging copies of non-float32 inputs (the
+// stash_type=1 behaviour of the newer ops); parameters are expanded to per-row or per-element arrays and the
+// fast row kernels of backends/cpu/red_kernels.h do the work.
+#include <cmath>
+
+#include "backends/cpu/red_kernels.h"
+#include "backends/cpu/red_util.h"
+#include "ops/common.h"
+
+namespace kiln {
+namespace {
+
+void require_float(const Node& n, DType t, const char* what) {
+  if (!is_float(t)) unsupported(n.describe() + ": " + what + " of type " + dtype_name(t) + " is not supported (float types only)");
+}
+
+// A parameter tensor as float32 values broadcast (numpy rules, right-aligned) to `target`.
+std::vector<float> expand_param(const Node& n, const Tensor& p, const Shape& target, const char* what) {
+  Tensor pf = cpu::red_as_f32(p);
+  const int64_t total = shape_numel(target);
+  std::vector<float> out((size_t)total);
+  if (p.shape() == target) {
+    std::copy(pf.data<float>(), pf.data<float>() + total, out.begin());
+    return out;
+  }
+  bool ok = p.rank() <= (int)target.size();
+  for (int i = 0; ok && i < p.rank(); ++i) {
+    int64_t d = p.shape()[p.rank() - 1 - i], t = target[target.size() - 1 - i];
+    if (d != 1 && d != t) ok = false;
+  }
+  if (!ok) fail(n.describe() + ": " + what + " of shape " + shape_str(p.shape()) + " does not broadcast to " + shape_str(target));
+  auto st = broadcast_strides(p.shape(), target);
+  const int r = (int)target.size();
+  std::vector<int64_t> idx(r, 0);
+  int64_t off = 0;
+  for (int64_t i = 0; i < total; ++i) {
+    out[i] = pf.data<float>()[off];
+    for (int d = r - 1; d >= 0; --d) {
+      off += st[d];
+      if (++idx[d] < target[d]) break;
+      off -= st[d] * idx[d];
+      idx[d] = 0;
+    }
+  }
+  return out;
+}
+
+// A 1-D parameter of exactly `len` elements, as float32.
+std::vector<float> vec_param(const Node& n, const Tensor& p, int64_t len, const char* what) {
+  if (p.numel() != len || p.rank() > 1)
+    fail(n.describe() + ": " + what + " must have shape [" + std::to_string(len) + "], got " + shape_str(p.shape()));
+  Tensor pf = cpu::red_as_f32(p);
+  return std::vector<float>(pf.data<float>(), pf.data<float>() + len);
+}
+
+// Output Y = input type; rank >= min_rank checked when known.
+void same_as_input(const Node& n, InferContext& ctx, int min_rank) {
+  const TensorType& x = ctx.input_type(0);
+  require_float(n, x.dtype, "input");
+  if (x.has_shape && x.rank() < min_rank)
+    fail(n.describe() + ": input must have rank >= " + std::to_string(min_rank) + ", got " + x.str());
+  ctx.set_output(0, x);
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+class BatchNormK : public Kernel {
+ public:
+  BatchNormK(const Node& n, int opset) : node_(n) {
+    eps_ = n.attr_float("epsilon", 1e-5f);
+    momentum_ = n.attr_float("momentum", 0.9f);
+    if (opset >= 14) {
+      training_ = n.attr_int("training_mode", 0) != 0;
+    } else {
+      int outs = 0;
+      for (auto& o : n.outputs) outs += !o.empty();
+      if (outs > 1) unsupported(n.describe() + ": training-mode BatchNormalization (extra outputs) needs opset 14+");
+      if (opset < 9 && n.attr_int("spatial", 1) == 0) unsupported(n.describe() + ": spatial=0 is not supported");
+    }
+    if (!training_ && n.outputs.size() > 1)
+      for (size_t i = 1; i < n.outputs.size(); ++i)
+        if (!n.outputs[i].empty()) fail(n.describe() + ": running_mean/var outputs need training_mode=1");
+  }
+  void infer(InferContext& ctx) override {
+    same_as_input(node_, ctx, 2);
+    for (int i = 1; i < 5; ++i)
+      if (!ctx.has_input(i)) fail(node_.describe() + ": expects 5 inputs (X, scale, B, input_mean, input_var)");
+    for (int o = 1; o < ctx.num_outputs() && o < 3; ++o) ctx.set_output(o, ctx.input_type(o + 2));
+  }
+  void run(RunContext& ctx) override {
+    const Tensor& x = ctx.input(0);
+    const int64_t N = x.dim(0), C = x.dim(1), S = x.numel() / std::max<int64_t>(1, N * C);
+    auto scale = vec_param(node_, ctx.input(1), C, "scale");
+    auto bias = vec_param(node_, ctx.input(2), C, "B");
+    auto mean = vec_param(node_, ctx.input(3), C, "input_mean");
+    auto var = vec_param(node_, ctx.input(4), C, "input_var");
+    Tensor xf = cpu::red_as_f32(x);
+    Tensor yf = cpu::red_out_f32(ctx.output(0));
+    const float* xp = xf.data<float>();
+    if (training_) {
+      // Batch statistics over N and the spatial axes (biased variance), in double.
+      std::vector<double> bm(C, 0), bv(C, 0);
+      for (int64_t c = 0; c < C; ++c) {
+        double s = 0, q = 0;
+        for (int64_t n = 0; n < N; ++n)
+          for (int64_t i = 0; i < S; ++i) s += xp[(n * C + c) * S + i];
+        const double cnt = (double)(N * S);
+        double m = cnt ? s / cnt : 0;
+        for (int64_t n = 0; n < N; ++n)
+          for (int64_t i = 0; i < S; ++i) q += (xp[(n * C + c) * S + i] - m) * (xp[(n * C + c) * S + i] - m);
+        bm[c] = m;
+        bv[c] = cnt ? q / cnt : 0;
+      }
+      for (int o = 1; o <= 2; ++o) {
+        if (!ctx.has_output(o)) continue;
+        Tensor& out = ctx.output(o);
+        Tensor of = cpu::red_out_f32(out);
+        for (int64_t c = 0; c < C; ++c)
+          of.data<float>()[c] = o == 1 ? (float)(mean[c] * momentum_ + bm[c] * (1 - momentum_))
+                                       : (float)(var[c] * momentum_ + bv[c] * (1 - momentum_));
+        cpu::red_store_f32(of, out);
+      }
+      for (int64_t c = 0; c < C; ++c) { mean[c] = (float)bm[c]; var[c] = (float)bv[c]; }
+    }
+    std::vector<float> a(N * C), b(N * C);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = 0; c < C; ++c) {
+        float inv = 1.f / std::sqrt(var[c] + eps_);
+        a[n * C + c] = scale[c] * inv;
+        b[n * C + c] = bias[c] - mean[c] * scale[c] * inv;
+      }
+    cpu::red_row_affine_f32(xp, yf.data<float>(), N * C, S, a.data(), b.data());
+    cpu::red_store_f32(yf, ctx.output(0));
+  }
+
+ private:
+  Node node_;
+  float eps_, momentum_;
+  bool training_ = false;
+};
+
+// ---------------------------------------------------------------------------------------------------
+
+// Group statistics over [N, G, (C/G)*S] rows then a per-channel affine. InstanceNorm is G = C.
+void group_norm_f32(const float* x, float* y, int64_t N, int64_t C, int64_t G, int64_t S, float eps,
+                    const std::vector<float>& scale_c, const std::vector<float>& bias_c) {
+  const int64_t cg = C / G;
+  std::vector<float> mean(N * G), inv(N * G), a(N * C), b(N * C);
+  cpu::red_row_moments_f32(x, N * G, cg * S, eps, mean.data(), inv.data());
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      int64_t r = n * G + c / cg;
+      a[n * C + c] = scale_c[c] * inv[r];
+      b[n * C + c] = bias_c[c] - mean[r] * scale_c[c] * inv[r];
+    }
+  cpu::red_row_affine_f32(x, y, N * C, S, a.data(), b.data());
+}
+
+class InstanceNormK : public Kernel {
+ public:
+  InstanceNormK(const Node& n, int) : node_(n), eps_(n.attr_float("epsilon", 1e-5f)) {}
+  void infer(InferContext& ctx) override {
+    same_as_input(node_, ctx, 2);
+    if (!ctx.has_input(1) || !ctx.has_input(2)) fail(node_.describe() + ": expects 3 inputs (input, scale, B)");
+  }
+  void run(RunContext& ctx) override {
+    const Tensor& x = ctx.input(0);
+    const int64_t N = x.dim(0), C = x.dim(1), S = x.numel() / std::max<int64_t>(1, N * C);
+    auto scale = vec_param(node_, ctx.input(1), C, "scale");
+    auto bias = vec_param(node_, ctx.input(2), C, "B");
+    Tensor xf = cpu::red_as_f32(x);
+    Tensor yf = cpu::red_out_f32(ctx.output(0));
+    if (x.numel()) group_norm_f32(xf.data<float>(), yf.data<float>(), N, C, C, S, eps_, scale, bias);
+    cpu::red_store_f32(yf, ctx.output(0));
+  }
+
+ private:
+  Node node_;
+  float eps_;
+};
+
+class GroupNormK : public Kernel {
+ public:
+  GroupNormK(const Node& n, int opset) : node_(n), per_channel_(opset >= 21) {
+    eps_ = n.attr_float("epsilon", 1e-5f);
+    groups_ = n.required_int("num_groups");
+    if (groups_ <= 0) fail(n.describe() + ": num_groups must be positive, got " + std::to_string(groups_));
+    int64_t stash = n.attr_int("stash_type", 1);
+    if (stash != 1) unsupported(n.describe() + ": stash_type " + std::to_string(stash) + " is not supported (only 1, float32)");
+  }
+  void infer(InferContext& ctx) override {
+    same_as_input(node_, ctx, 2);
+    if (!ctx.has_input(1) || !ctx.has_input(2)) fail(node_.describe() + ": expects 3 inputs (X, scale, bias)");
+    const TensorType& x = ctx.input_type(0);
+    if (x.has_shape && x.dims[1].known() && x.dims[1].value % groups_ != 0)
+      fail(node_.describe() + ": channels " + std::to_string(x.dims[1].value) + " are not divisible by num_groups " + std::to_string(groups_));
+  }
+  void run(RunContext& ctx) override {
+    const Tensor& x = ctx.input(0);
+    const int64_t N = x.dim(0), C = x.dim(1), S = x.numel() / std::max<int64_t>(1, N * C);
+    if (C % groups_) fail(node_.describe() + ": channels " + std::to_string(C) + " are not divisible by num_groups " + std::to_string(groups_));
+    std::vector<float> scale, bias;
+    if (per_channel_) {
+      scale = vec_param(node_, ctx.input(1), C, "scale");
+      bias = vec_param(node_, ctx.input(2), C, "bias");
+    } else {  // opset 18: one value per group
+      auto sg = vec_param(node_, ctx.input(1), groups_, "scale");
+      auto bg = vec_param(node_, ctx.input(2), groups_, "bias");
+      for (int64_t c = 0; c < C; ++c) { scale.push_back(sg[c / (C / groups_)]); bias.push_back(bg[c / (C / groups_)]); }
+    }
+    Tensor xf = cpu::red_as_f32(x);
+    Tensor yf = cpu::red_out_f32(ctx.output(0));
+    if (x.numel()) group_norm_f32(xf.data<float>(), yf.data<float>(), N, C, groups_, S, eps_, scale, bias);
+    cpu::red_store_f32(yf, ctx.output(0));
+  }
+
+ private:
+  Node node_;
+  bool per_channel_;
+  float eps_;
+  int64_t groups_;
+};
+
+// ---------------------------------------------------------------------------------------------------
+
+class LayerNormK : public Kernel {
+ public:
+  LayerNormK(const Node& n, int) : node_(n) {
+    axis_ = n.attr_int("axis", -1);
+    eps_ = n.attr_float("epsilon", 1e-5f);
+    int64_t stash = n.attr_int("stash_type", 1);
+    if (stash != 1) unsupported(n.describe() + ": stash_type " + std::to_string(stash) + " is not supported (only 1, float32)");
+  }
+  void infer(InferContext& ctx) override {
+    const TensorType& x = ctx.input_type(0);
+    require_float(node_, x.dtype, "input");
+    if (!ctx.has_input(1)) fail(node_.describe() + ": expects the Scale input");
+    ctx.set_output(0, x);
+    TensorType st = unknown_type(DType::Float32);
+    if (x.has_shape) {
+      int a = normalize_axis(axis_, x.rank(), node_);
+      st.has_shape = true;
+      for (int d = 0; d < x.rank(); ++d) st.dims.push_back(d < a ? x.dims[d] : Dim::of(1));
+    }
+    for (int o = 1; o < ctx.num_outputs() && o < 3; ++o) ctx.set_output(o, st);
+  }
+  void run(RunContext& ctx) override {
+    const Tensor& x = ctx.input(0);
+    int a = normalize_axis(axis_, x.rank(), node_);
+    Shape norm_shape(x.shape().begin() + a, x.shape().end());
+    int64_t rows = 1, n = shape_numel(norm_shape);
+    for (int d = 0; d < a; ++d) rows *= x.dim(d);
+    auto scale = expand_param(node_, ctx.input(1), norm_shape, "Scale");
+    std::vector<float> bias;
+    if (ctx.has_input(2)) bias = expand_param(node_, ctx.input(2), norm_shape, "B");
+    Tensor xf = cpu::red_as_f32(x);
+    Tensor yf = cpu::red_out_f32(ctx.output(0));
+    std::vector<float> mean(rows), inv(rows);
+    cpu::red_row_moments_f32(xf.data<float>(), rows, n, eps_, mean.data(), inv.data());
+    cpu::red_row_normalize_f32(xf.data<float>(), yf.data<float>(), rows, n, mean.data(), inv.data(), scale.data(),
+                               bias.empty() ? nullptr : bias.data());
+    cpu::red_store_f32(yf, ctx.output(0));
+    if (ctx.has_output(1)) std::copy(mean.begin(), mean.end(), ctx.output(1).data<float>());
+    if (ctx.has_output(2)) std::copy(inv.begin(), inv.end(), ctx.output(2).data<float>());
+  }
+
+ private:
+  Node node_;
+  int64_t axis_;
+  float eps_;
+};
+
+class RMSNormK : public Kernel {
+ public:
+  RMSNormK(const Node& n, int) : node_(n) {
+    axis_ = n.attr_int("axis", -1);
+    eps_ = n.attr_float("epsilon", 1e-5f);
+    int64_t stash = n.attr_int("stash_type", 1);
+    if (stash != 1) unsupported(n.describe() + ": stash_type " + std::to_string(stash) + " is not supported (only 1, float32)");
+  }
+  void infer(InferContext& ctx) override {
+    const TensorType& x = ctx.input_type(0);
+    require_float(node_, x.dtype, "input");
+    if (!ctx.has_input(1)) fail(node_.describe() + ": expects the scale input");
+    if (x.has_shape) normalize_axis(axis_, x.rank(), node_);
+    ctx.set_output(0, x);
+  }
+  void run(RunContext& ctx) override {
+    const Tensor& x = ctx.input(0);
+    int a = normalize_axis(axis_, x.rank(), node_);
+    Shape norm_shape(x.shape().begin() + a, x.shape().end());
+    int64_t rows = 1, n = shape_numel(norm_shape);
+    for (int d = 0; d < a; ++d) rows *= x.dim(d);
+    auto scale = expand_param(node_, ctx.input(1), norm_shape, "scale");
+    Tensor xf = cpu::red_as_f32(x);
+    Tensor yf = cpu::red_out_f32(ctx.output(0));
+    cpu::red_rms_norm_f32(xf.data<float>(), yf.data<float>(), rows, n, eps_, scale.data());
+    cpu::red_store_f32(yf, ctx.output(0));
+  }
+
+ private:
+  Node node_;
+  int64_t axis_;
+  float eps_;
+};
+
+// ---------------------------------------------------------------------------------------------------
+
+// LpNormalization: x / ||x||_p along `axis` (p = 1 or 2). A zero norm leaves the zeros as they are.
+class LpNormK : public Kernel {
+ public:
+  LpNormK(const Node& n, int) : node_(n) {
+    axis_ = n.attr_int("axis", -1);
+    p_ = n.attr_int("p", 2);
+    if (p_ != 1 && p_ != 2) fail(n.describe() + ": p must be 1 or 2, got " + std::to_string(p_));
+  }
+  void infer(InferContext& ctx) override {
+    const TensorType& x = ctx.input_type(0);
+    require_float(node_, x.dtype, "input");
+    if (x.has_shape) normalize_axis(axis_, x.rank(), node_);
+    ctx.set_output(0, x);
+  }
+  void run(RunContext& ctx) override {
+    const Tensor& x = ctx.input(0);
+    int a = normalize_axis(axis_, x.rank(), node_);
+    int64_t outer = 1, R = x.dim(a), inner = 1;
+    for (int d = 0; d < a; ++d) outer *= x.dim(d);
+    for (int d = a + 1; d < x.rank(); ++d) inner *= x.dim(d);
+    Tensor xf = cpu::red_as_f32(x);
+    Tensor yf = cpu::red_out_f32(ctx.output(0));
+    const float* xp = xf.data<float>();
+    float* yp = yf.data<float>();
+    std::vector<float> norm(outer * inner);
+    cpu::red_reduce_f32(p_ == 1 ? cpu::RedOp::L1 : cpu::RedOp::L2, xp, norm.data(), outer, R, inner);
+    for (int64_t o = 0; o < outer; ++o)
+      for (int64_t r = 0; r < R; ++r)
+        for (int64_t j = 0; j < inner; ++j) {
+          float nv = norm[o * inner + j];
+          int64_t i = (o * R + r) * inner + j;
+          yp[i] = nv == 0 ? xp[i] : xp[i] / nv;
+        }
+    cpu::red_store_f32(yf, ctx.output(0));
+  }
+
+ private:
+  Node node_;
+  int64_t axis_, p_;
+};
+
+// MeanVarianceNormalization: (x - mean) / (sqrt(var) + 1e-9) over `axes` (default [0, 2, 3]).
+class MVNK : public Kernel {
+ public:
+  MVNK(const Node& n, int) : node_(n), axes_(n.attr_ints("axes", {0, 2, 3})) {}
+  void infer(InferContext& ctx) override {
+    const TensorType& x = ctx.input_type(0);
+    require_float(node_, x.dtype, "input");
+    if (x.has_shape)
+      for (int64_t ax : axes_) normalize_axis(ax, x.rank(), node_, "axes entry");
+    ctx.set_output(0, x);
+  }
+  void run(RunContext& ctx) override {
+    const Tensor& x = ctx.input(0);
+    const int rank = x.rank();
+    std::vector<bool> mask(rank, false);
+    for (int64_t ax : axes_) mask[normalize_axis(ax, rank, node_, "axes entry")] = true;
+    std::vector<int64_t> ostride(rank, 0);
+    int64_t on = 1;
+    for (int d = rank - 1; d >= 0; --d)
+      if (!mask[d]) { ostride[d] = on; on *= x.dim(d); }
+    const int64_t cnt = on ? x.numel() / on : 0;
+    Tensor xf = cpu::red_as_f32(x);
+    Tensor yf = cpu::red_out_f32(ctx.output(0));
+    const float* xp = xf.data<float>();
+    float* yp = yf.data<float>();
+    std::vector<double> s(on, 0), q(on, 0);
+    auto visit = [&](auto&& f) {
+      std::vector<int64_t> idx(rank, 0);
+      int64_t o = 0;
+      for (int64_t i = 0; i < x.numel(); ++i) {
+        f(i, o);
+        for (int d = rank - 1; d >= 0; --d) {
+          o += ostride[d];
+          if (++idx[d] < x.dim(d)) break;
+          o -= ostride[d] * idx[d];
+          idx[d] = 0;
+        }
+      }
+    };
+    visit([&](int64_t i, int64_t o) { s[o] += xp[i]; });
+    for (auto& v : s) v /= (double)std::max<int64_t>(cnt, 1);
+    visit([&](int64_t i, int64_t o) { q[o] += (xp[i] - s[o]) * (xp[i] - s[o]); });
+    for (auto& v : q) v = std::sqrt(v / (double)std::max<int64_t>(cnt, 1)) + 1e-9;
+    visit([&](int64_t i, int64_t o) { yp[i] = (float)((xp[i] - s[o]) / q[o]); });
+    cpu::red_store_f32(yf, ctx.output(0));
+  }
+
+ private:
+  Node node_;
+  std::vector<int64_t> axes_;
+};
+
+}  // namespace
+
+void register_normalization(Registry& r) {
+  r.add("BatchNormalization", 1, make_kernel<BatchNormK>());
+  r.add("InstanceNormalization", 1, make_kernel<InstanceNormK>());
+  r.add("LayerNormalization", 17, make_kernel<LayerNormK>());
+  r.add("GroupNormalization", 18, make_kernel<GroupNormK>());
+  r.add("LpNormalization", 1, make_kernel<LpNormK>());
+  r.add("MeanVarianceNormalization", 9, make_kernel<MVNK>());
+  r.add("RMSNormalization", 23, make_kernel<RMSNormK>());
+}
+
+}  // namespace kiln
