@@ -1,0 +1,192 @@
+#include "backends/cpu/conv_dnnl.h"
+
+#include <cstring>
+
+#include "backends/cpu/dnnl_common.h"
+
+namespace kiln::cpu {
+
+namespace {
+
+using dims = dnnl::memory::dims;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+bool same_geometry(const ConvParams& a, const ConvParams& b) {
+  return a.nsp == b.nsp && a.transpose == b.transpose && a.N == b.N && a.C == b.C && a.M == b.M && a.G == b.G &&
+         a.in == b.in && a.k == b.k && a.out == b.out && a.stride == b.stride && a.dil == b.dil && a.pad_l == b.pad_l &&
+         a.pad_r == b.pad_r;
+}
+
+// Cheap identity check of weight contents behind a pointer: 64 evenly spaced values plus the size. It guards the
+// weight cache against a freed-and-reused address holding different weights; it is not a full hash.
+uint64_t fingerprint(const float* w, int64_t n) {
+  uint64_t h = 1469598103934665603ull ^ (uint64_t)n;
+  const int64_t step = n > 64 ? n / 64 : 1;
+  for (int64_t i = 0; i < n; i += step) {
+    uint32_t bits;
+    std::memcpy(&bits, w + i, 4);
+    h = (h ^ bits) * 1099511628211ull;
+  }
+  return h;
+}
+
+dims spatial(const std::array<int64_t, 3>& a, int nsp, int64_t minus = 0) {
+  dims d;
+  for (int i = 3 - nsp; i < 3; ++i) d.push_back(a[i] - minus);
+  return d;
+}
+
+}  // namespace
+
+struct DnnlConv::Entry {
+  ConvParams p;
+  bool has_bias = false;
+  ConvLayout layout = ConvLayout::Plain;
+  bool failed = false;  // oneDNN has no implementation for this problem: use the reference kernel
+
+  dnnl::primitive prim;
+  dnnl::memory user_src, user_dst, user_w, bias;
+  dnnl::memory src, dst, w;  // what the primitive reads/writes (== user_* when no reorder is needed)
+  dnnl::reorder src_reorder, dst_reorder, w_reorder;
+  bool reorder_src = false, reorder_dst = false;
+  const float* w_ptr = nullptr;  // weights currently held in `w`
+  uint64_t w_fp = 0;
+};
+
+DnnlConv::DnnlConv(ConvLayout layout) : layout_(layout) {}
+DnnlConv::~DnnlConv() = default;
+
+size_t DnnlConv::cached_entries() const { return entries_.size(); }
+
+ConvLayout DnnlConv::choose_layout(const ConvParams& p) {
+  // See the measurements in the report / tests: blocked activations pay off once there are enough channels to fill
+  // the 8-wide AVX2 blocks on both sides; for few channels (first layers, depthwise) plain is as fast or faster
+  // and saves the two reorders.
+  const int64_t cg = p.C / p.G, mg = p.M / p.G;
+  return (cg >= 16 && mg >= 16) ? ConvLayout::Blocked : ConvLayout::Plain;
+}
+
+bool DnnlConv::run(const ConvParams& p, const float* x, const float* w, const float* b, float* y, bool weights_constant) {
+  if (p.N * p.C * p.M * p.in_size() * p.out_size() == 0) return false;  // empty tensors: nothing for oneDNN to do
+  const ConvLayout layout = layout_ == ConvLayout::Auto ? choose_layout(p) : layout_;
+  const bool has_bias = b != nullptr;
+
+  Entry* e = nullptr;
+  for (auto it = entries_.begin(); it != entries_.end(); ++it)
+    if ((*it)->has_bias == has_bias && (*it)->layout == layout && same_geometry((*it)->p, p)) {
+      entries_.splice(entries_.begin(), entries_, it);
+      e = entries_.front().get();
+      break;
+    }
+
+  if (!e) {
+    auto ne = std::make_unique<Entry>();
+    ne->p = p;
+    ne->has_bias = has_bias;
+    ne->layout = layout;
+    const int nsp = p.nsp;
+    // Negative left padding (ConvTranspose output_shape larger than the input allows) has no oneDNN equivalent.
+    for (int i = 3 - nsp; i < 3; ++i)
+      if (p.pad_l[i] < 0) ne->failed = true;
+    if (!ne->failed) {
+      try {
+        auto& eng = engine();
+        const int64_t K = p.k_size(), Cg = p.C / p.G, Mg = p.M / p.G;
+        dims src_d{p.N, p.C}, dst_d{p.N, p.M};
+        for (auto v : spatial(p.in, nsp)) src_d.push_back(v);
+        for (auto v : spatial(p.out, nsp)) dst_d.push_back(v);
+        // Weights as oneDNN sees them ({G,} O, I, k...) with strides into the ONNX layout.
+        dims ks = spatial(p.k, nsp), kstr(nsp);
+        for (int64_t i = nsp - 1, s = 1; i >= 0; --i) { kstr[i] = s; s *= ks[i]; }
+        dims w_d, w_str;
+        if (!p.transpose) {  // ONNX W [M, C/G, k...]
+          if (p.G > 1) { w_d = {p.G, Mg, Cg}; w_str = {Mg * Cg * K, Cg * K, K}; }
+          else { w_d = {p.M, p.C}; w_str = {p.C * K, K}; }
+        } else {  // ONNX W [C, M/G, k...]
+          if (p.G > 1) { w_d = {p.G, Mg, Cg}; w_str = {Cg * Mg * K, K, Mg * K}; }
+          else { w_d = {p.M, p.C}; w_str = {K, p.M * K}; }
+        }
+        for (int i = 0; i < nsp; ++i) { w_d.push_back(ks[i]); w_str.push_back(kstr[i]); }
+
+        dnnl::memory::desc user_src_md(src_d, dt::f32, plain_tag(nsp + 2));
+        dnnl::memory::desc user_dst_md(dst_d, dt::f32, plain_tag(nsp + 2));
+        dnnl::memory::desc user_w_md(w_d, dt::f32, w_str);
+        dnnl::memory::desc bias_md({p.M}, dt::f32, tag::a);
+        const bool blocked = layout == ConvLayout::Blocked;
+        dnnl::memory::desc src_md = blocked ? dnnl::memory::desc(src_d, dt::f32, tag::any) : user_src_md;
+        dnnl::memory::desc dst_md = blocked ? dnnl::memory::desc(dst_d, dt::f32, tag::any) : user_dst_md;
+        dnnl::memory::desc w_md(w_d, dt::f32, tag::any);
+        // oneDNN counts dilation as the gap between taps (ONNX dilation - 1).
+        dims strides = spatial(p.stride, nsp), dil = spatial(p.dil, nsp, 1), pl = spatial(p.pad_l, nsp), pr;
+        for (int i = 3 - nsp; i < 3; ++i) {
+          if (!p.transpose) pr.push_back(p.pad_r[i]);
+          // ConvTranspose: the right padding oneDNN needs to land exactly on `out` (negative when output_padding or
+          // output_shape extend the output past the last tap; those cells get only the bias).
+          else pr.push_back((p.in[i] - 1) * p.stride[i] + (p.k[i] - 1) * p.dil[i] + 1 - p.pad_l[i] - p.out[i]);
+        }
+        dnnl::memory::desc src_pd_md, dst_pd_md, w_pd_md;
+        if (!p.transpose) {
+          auto d = has_bias ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                                              src_md, w_md, bias_md, dst_md, strides, dil, pl, pr)
+                            : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                                                              src_md, w_md, dst_md, strides, dil, pl, pr);
+          dnnl::convolution_forward::primitive_desc pd(d, eng);
+          src_pd_md = pd.src_desc(); dst_pd_md = pd.dst_desc(); w_pd_md = pd.weights_desc();
+          ne->prim = dnnl::convolution_forward(pd);
+        } else {
+          auto d = has_bias ? dnnl::deconvolution_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::deconvolution_direct,
+                                                                src_md, w_md, bias_md, dst_md, strides, dil, pl, pr)
+                            : dnnl::deconvolution_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::deconvolution_direct,
+                                                                src_md, w_md, dst_md, strides, dil, pl, pr);
+          dnnl::deconvolution_forward::primitive_desc pd(d, eng);
+          src_pd_md = pd.src_desc(); dst_pd_md = pd.dst_desc(); w_pd_md = pd.weights_desc();
+          ne->prim = dnnl::deconvolution_forward(pd);
+        }
+        ne->user_src = dnnl::memory(user_src_md, eng, DNNL_MEMORY_NONE);
+        ne->user_dst = dnnl::memory(user_dst_md, eng, DNNL_MEMORY_NONE);
+        ne->user_w = dnnl::memory(user_w_md, eng, DNNL_MEMORY_NONE);
+        if (has_bias) ne->bias = dnnl::memory(bias_md, eng, DNNL_MEMORY_NONE);  // plain, read in place
+        ne->reorder_src = src_pd_md != user_src_md;
+        ne->reorder_dst = dst_pd_md != user_dst_md;
+        ne->src = ne->reorder_src ? dnnl::memory(src_pd_md, eng) : ne->user_src;
+        ne->dst = ne->reorder_dst ? dnnl::memory(dst_pd_md, eng) : ne->user_dst;
+        if (ne->reorder_src) ne->src_reorder = dnnl::reorder(ne->user_src, ne->src);
+        if (ne->reorder_dst) ne->dst_reorder = dnnl::reorder(ne->dst, ne->user_dst);
+        ne->w = dnnl::memory(w_pd_md, eng);  // owned copy of the weights in oneDNN's preferred layout
+        ne->w_reorder = dnnl::reorder(ne->user_w, ne->w);
+      } catch (const dnnl::error&) {
+        ne->failed = true;  // e.g. a padding/size combination oneDNN rejects: reference kernel instead
+      }
+    }
+    entries_.push_front(std::move(ne));
+    if (entries_.size() > 8) entries_.pop_back();
+    e = entries_.front().get();
+  }
+  if (e->failed) return false;
+
+  dnnl::stream& s = stream();
+  const int64_t wn = p.transpose ? p.C * (p.M / p.G) * p.k_size() : p.M * (p.C / p.G) * p.k_size();
+  const uint64_t fp = fingerprint(w, wn);
+  if (!weights_constant || e->w_ptr != w || e->w_fp != fp) {
+    e->user_w.set_data_handle(const_cast<float*>(w));
+    e->w_reorder.execute(s, e->user_w, e->w);
+    e->w_ptr = w;
+    e->w_fp = fp;
+  }
+  e->user_src.set_data_handle(const_cast<float*>(x));
+  e->user_dst.set_data_handle(y);
+  if (e->reorder_src) e->src_reorder.execute(s, e->user_src, e->src);
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, e->w}, {DNNL_ARG_DST, e->dst}};
+  if (has_bias) {
+    e->bias.set_data_handle(const_cast<float*>(b));
+    args[DNNL_ARG_BIAS] = e->bias;
+  }
+  e->prim.execute(s, args);
+  if (e->reorder_dst) e->dst_reorder.execute(s, e->dst, e->user_dst);
+  s.wait();
+  last_layout_ = e->layout;
+  return true;
+}
+
+}  // namespace kiln::cpu

@@ -1,0 +1,43 @@
+// Float32 Conv / ConvTranspose on oneDNN 2.6 (convolution_forward / deconvolution_forward), with the primitive
+// and the reordered (blocked) weights cached per (geometry, weight pointer + fingerprint).
+#pragma once
+#include <cstdint>
+#include <list>
+#include <memory>
+
+#include "backends/cpu/conv_params.h"
+
+namespace kiln::cpu {
+
+// How activations are handed to oneDNN.
+//  Plain:   src/dst described as ncw/nchw/ncdhw; oneDNN computes on them directly.
+//  Blocked: src/dst format_tag::any; x is reordered plain->blocked before and y blocked->plain after.
+//  Auto:    per-problem choice from measurements (see choose_layout in conv_dnnl.cpp).
+enum class ConvLayout { Auto, Plain, Blocked };
+
+class DnnlConv {
+ public:
+  explicit DnnlConv(ConvLayout layout = ConvLayout::Auto);
+  ~DnnlConv();
+  DnnlConv(const DnnlConv&) = delete;
+  DnnlConv& operator=(const DnnlConv&) = delete;
+
+  // y = conv(x, w) + b for float32 plain tensors. Returns false (computing nothing) when oneDNN cannot do this
+  // problem; the caller then uses the reference kernel. weights_constant: w's contents never change while its
+  // pointer stays the same (an initializer), so its reorder is done once; otherwise it is redone every call.
+  bool run(const ConvParams& p, const float* x, const float* w, const float* b, float* y, bool weights_constant);
+
+  // The layout used for the last successful run (Plain or Blocked), for tests and reports.
+  ConvLayout last_layout() const { return last_layout_; }
+  size_t cached_entries() const;
+  static ConvLayout choose_layout(const ConvParams& p);
+
+  struct Entry;
+
+ private:
+  ConvLayout layout_;
+  ConvLayout last_layout_ = ConvLayout::Auto;
+  std::list<std::unique_ptr<Entry>> entries_;  // most recently used first
+};
+
+}  // namespace kiln::cpu

@@ -1,0 +1,325 @@
+// Attribute parsing, validation and output-geometry rules shared by Conv and ConvTranspose.
+#pragma once
+#include <array>
+#include <string>
+#include <vector>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "backends/cpu/conv_dnnl.h"
+#include "backends/cpu/conv_params.h"
+#include "backends/cpu/conv_ref.h"
+#include "ops/common.h"
+
+namespace kiln {
+
+enum class AutoPad { NotSet, SameUpper, SameLower, Valid };
+
+// Floor division (Python's //), used where ONNX's spec formulas may see negative operands.
+inline int64_t floor_div(int64_t a, int64_t b) {
+  int64_t q = a / b;
+  return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+// Attributes of one Conv / ConvTranspose node. Lists whose length depends on the number of
+// spatial dims are checked against it in resolve(), once the input rank is known.
+struct ConvAttrs {
+  AutoPad auto_pad = AutoPad::NotSet;
+  int64_t group = 1;
+  std::vector<int64_t> kernel_shape, strides, dilations, pads;
+  std::vector<int64_t> output_padding, output_shape;  // ConvTranspose only
+  bool transpose = false;
+
+  ConvAttrs(const Node& n, bool is_transpose) : transpose(is_transpose) {
+    std::string ap = n.attr_string("auto_pad", "NOTSET");
+    if (ap == "NOTSET" || ap.empty()) auto_pad = AutoPad::NotSet;
+    else if (ap == "SAME_UPPER") auto_pad = AutoPad::SameUpper;
+    else if (ap == "SAME_LOWER") auto_pad = AutoPad::SameLower;
+    else if (ap == "VALID") auto_pad = AutoPad::Valid;
+    else fail(n.describe() + ": auto_pad must be NOTSET, SAME_UPPER, SAME_LOWER or VALID, got '" + ap + "'");
+    group = n.attr_int("group", 1);
+    if (group < 1) fail(n.describe() + ": group must be >= 1, got " + std::to_string(group));
+    kernel_shape = n.attr_ints("kernel_shape");
+    strides = n.attr_ints("strides");
+    dilations = n.attr_ints("dilations");
+    pads = n.attr_ints("pads");
+    for (auto k : kernel_shape)
+      if (k < 1) fail(n.describe() + ": kernel_shape entries must be >= 1, got " + std::to_string(k));
+    for (auto s : strides)
+      if (s < 1) fail(n.describe() + ": strides must be >= 1, got " + std::to_string(s));
+    for (auto d : dilations)
+      if (d < 1) fail(n.describe() + ": dilations must be >= 1, got " + std::to_string(d));
+    if (pads.size() % 2) fail(n.describe() + ": pads must have 2 entries per spatial axis, got " + std::to_string(pads.size()));
+    for (auto p : pads)
+      if (p < 0) fail(n.describe() + ": pads must be >= 0, got " + std::to_string(p));
+    if (transpose) {
+      output_padding = n.attr_ints("output_padding");
+      output_shape = n.attr_ints("output_shape");
+      for (auto p : output_padding)
+        if (p < 0) fail(n.describe() + ": output_padding must be >= 0, got " + std::to_string(p));
+      for (auto s : output_shape)
+        if (s < 1) fail(n.describe() + ": output_shape entries must be >= 1, got " + std::to_string(s));
+    } else if (n.has_attr("output_padding") || n.has_attr("output_shape")) {
+      fail(n.describe() + ": output_padding/output_shape are ConvTranspose attributes, not Conv");
+    }
+  }
+
+  // Checks list lengths against the number of spatial dims.
+  void check_lengths(const Node& n, int nsp) const {
+    auto chk = [&](const std::vector<int64_t>& v, size_t want, const char* name) {
+      if (!v.empty() && v.size() != want)
+        fail(n.describe() + ": " + name + " has " + std::to_string(v.size()) + " entries, expected " +
+             std::to_string(want) + " for " + std::to_string(nsp) + " spatial dim(s)");
+    };
+    chk(kernel_shape, nsp, "kernel_shape");
+    chk(strides, nsp, "strides");
+    chk(dilations, nsp, "dilations");
+    chk(pads, 2 * nsp, "pads");
+    chk(output_padding, nsp, "output_padding");
+    // output_shape may name only the spatial dims or (older models) the whole output shape.
+    if (!output_shape.empty() && output_shape.size() != (size_t)nsp && output_shape.size() != (size_t)nsp + 2)
+      fail(n.describe() + ": output_shape has " + std::to_string(output_shape.size()) + " entries, expected " +
+           std::to_string(nsp) + " (spatial dims)");
+  }
+  int64_t stride(int i) const { return strides.empty() ? 1 : strides[i]; }
+  int64_t dilation(int i) const { return dilations.empty() ? 1 : dilations[i]; }
+  int64_t pad_begin(int i) const { return pads.empty() ? 0 : pads[i]; }
+  int64_t pad_end(int i, int nsp) const { return pads.empty() ? 0 : pads[nsp + i]; }
+  int64_t out_pad(int i) const { return output_padding.empty() ? 0 : output_padding[i]; }
+  int64_t out_shape(int i, int nsp) const {
+    if (output_shape.empty()) return -1;
+    return output_shape[output_shape.size() == (size_t)nsp ? i : i + 2];
+  }
+};
+
+struct AxisGeom {
+  int64_t out = -1, pad_l = 0, pad_r = 0;
+};
+
+// One spatial axis of Conv. `in` and `k` are known (>= 0 / >= 1).
+inline AxisGeom conv_axis(const Node& n, const ConvAttrs& a, int i, int nsp, int64_t in, int64_t k) {
+  const int64_t s = a.stride(i), d = a.dilation(i), dk = (k - 1) * d + 1;
+  AxisGeom g;
+  switch (a.auto_pad) {
+    case AutoPad::NotSet:
+      g.pad_l = a.pad_begin(i);
+      g.pad_r = a.pad_end(i, nsp);
+      g.out = floor_div(in + g.pad_l + g.pad_r - dk, s) + 1;
+      break;
+    case AutoPad::Valid:
+      g.out = floor_div(in - dk, s) + 1;
+      break;
+    case AutoPad::SameUpper:
+    case AutoPad::SameLower: {
+      g.out = (in + s - 1) / s;
+      int64_t total = std::max<int64_t>(0, (g.out - 1) * s + dk - in);
+      // An odd total puts the extra cell at the end for SAME_UPPER, at the start for SAME_LOWER.
+      int64_t small = total / 2, big = total - small;
+      g.pad_l = a.auto_pad == AutoPad::SameUpper ? small : big;
+      g.pad_r = total - g.pad_l;
+      break;
+    }
+  }
+  if (g.out < 1)
+    fail(n.describe() + ": spatial axis " + std::to_string(i) + " of size " + std::to_string(in) +
+         " is too small for a kernel of extent " + std::to_string(dk) + " (output size would be " + std::to_string(g.out) + ")");
+  return g;
+}
+
+// One spatial axis of ConvTranspose (ONNX spec formulas; total padding may be negative when output_shape asks
+// for more than the plain formula gives: the extra cells then appear at the end and receive only the bias).
+inline AxisGeom convT_axis(const Node& n, const ConvAttrs& a, int i, int nsp, int64_t in, int64_t k) {
+  const int64_t s = a.stride(i), d = a.dilation(i), dk = (k - 1) * d + 1, op = a.out_pad(i);
+  const int64_t full = s * (in - 1) + op + dk;
+  AxisGeom g;
+  int64_t want = a.out_shape(i, nsp);
+  if (want < 0 && (a.auto_pad == AutoPad::SameUpper || a.auto_pad == AutoPad::SameLower)) want = in * s;
+  if (want >= 0) {
+    int64_t total = full - want;
+    int64_t half = floor_div(total, 2);
+    if (a.auto_pad == AutoPad::SameUpper) { g.pad_l = half; g.pad_r = total - half; }
+    else { g.pad_l = total - half; g.pad_r = half; }
+    g.out = want;
+  } else if (a.auto_pad == AutoPad::Valid) {
+    g.out = full;
+  } else {
+    g.pad_l = a.pad_begin(i);
+    g.pad_r = a.pad_end(i, nsp);
+    g.out = full - g.pad_l - g.pad_r;
+  }
+  if (g.out < 1)
+    fail(n.describe() + ": ConvTranspose output size along spatial axis " + std::to_string(i) + " would be " +
+         std::to_string(g.out));
+  return g;
+}
+
+// Validates channel/group/kernel relations on (possibly partial) types; fills what is known.
+// Returns the number of spatial dims, or -1 when the rank is unknown.
+inline int conv_check_ranks(const Node& n, const ConvAttrs& a, const TensorType& x, const TensorType& w) {
+  int rank = x.has_shape ? x.rank() : (w.has_shape ? w.rank() : -1);
+  if (rank < 0) return -1;
+  if (rank < 3 || rank > 5)
+    unsupported(n.describe() + ": only 1D, 2D and 3D convolutions are supported (input rank 3..5), got rank " + std::to_string(rank));
+  if (x.has_shape && w.has_shape && x.rank() != w.rank())
+    fail(n.describe() + ": X " + x.str() + " and W " + w.str() + " must have the same rank");
+  int nsp = rank - 2;
+  a.check_lengths(n, nsp);
+  if (w.has_shape) {
+    for (int i = 0; i < nsp; ++i) {
+      const Dim& kd = w.dims[2 + i];
+      if (kd.known() && kd.value < 1) fail(n.describe() + ": W " + w.str() + " has an empty kernel");
+      if (!a.kernel_shape.empty() && kd.known() && kd.value != a.kernel_shape[i])
+        fail(n.describe() + ": kernel_shape attribute does not match W " + w.str() + " on spatial axis " + std::to_string(i));
+    }
+  }
+  const Dim c = x.has_shape ? x.dims[1] : Dim();
+  const Dim w0 = w.has_shape ? w.dims[0] : Dim(), w1 = w.has_shape ? w.dims[1] : Dim();
+  if (!a.transpose) {
+    // X: [N, C, ...], W: [M, C/group, k...]
+    if (c.known() && w1.known() && c.value != w1.value * a.group)
+      fail(n.describe() + ": X has " + std::to_string(c.value) + " channels but W " + w.str() + " with group=" +
+           std::to_string(a.group) + " expects " + std::to_string(w1.value * a.group));
+    if (w0.known() && w0.value % a.group != 0)
+      fail(n.describe() + ": W's output channels " + std::to_string(w0.value) + " are not divisible by group=" + std::to_string(a.group));
+  } else {
+    // X: [N, C, ...], W: [C, M/group, k...]
+    if (c.known() && w0.known() && c.value != w0.value)
+      fail(n.describe() + ": X has " + std::to_string(c.value) + " channels but W " + w.str() + " expects " +
+           std::to_string(w0.value) + " (W.dim(0))");
+    if (c.known() && c.value % a.group != 0)
+      fail(n.describe() + ": X's " + std::to_string(c.value) + " channels are not divisible by group=" + std::to_string(a.group));
+    if (w0.known() && w0.value % a.group != 0)
+      fail(n.describe() + ": W's input channels " + std::to_string(w0.value) + " are not divisible by group=" + std::to_string(a.group));
+  }
+  return nsp;
+}
+
+// Output type for Conv/ConvTranspose from (possibly symbolic) input types.
+inline TensorType conv_infer(const Node& n, const ConvAttrs& a, const TensorType& x, const TensorType& w,
+                             const TensorType* b) {
+  if (x.dtype != w.dtype)
+    fail(n.describe() + ": X is " + dtype_name(x.dtype) + " but W is " + dtype_name(w.dtype));
+  if (x.dtype != DType::Float32 && x.dtype != DType::Float64 && x.dtype != DType::Float16 && x.dtype != DType::BFloat16)
+    unsupported(n.describe() + std::string(": element type ") + dtype_name(x.dtype) + " is not supported (float types only)");
+  int nsp = conv_check_ranks(n, a, x, w);
+  if (nsp < 0) return unknown_type(x.dtype);
+  Dim m;  // output channels
+  if (w.has_shape) {
+    if (!a.transpose) m = w.dims[0];
+    else if (w.dims[1].known()) m = Dim::of(w.dims[1].value * a.group);
+  }
+  if (b && b->has_shape) {
+    if (b->rank() != 1) fail(n.describe() + ": B must be 1-D, got " + b->str());
+    if (b->dtype != x.dtype) fail(n.describe() + ": B is " + dtype_name(b->dtype) + " but X is " + dtype_name(x.dtype));
+    if (m.known() && b->dims[0].known() && b->dims[0].value != m.value)
+      fail(n.describe() + ": B " + b->str() + " must have " + std::to_string(m.value) + " entries (output channels)");
+    if (!m.known() && b->dims[0].known()) m = b->dims[0];
+  }
+  TensorType y;
+  y.dtype = x.dtype;
+  y.has_shape = true;
+  y.dims.resize(nsp + 2);
+  y.dims[0] = x.has_shape ? x.dims[0] : Dim();
+  y.dims[1] = m;
+  for (int i = 0; i < nsp; ++i) {
+    int64_t k = !a.kernel_shape.empty() ? a.kernel_shape[i] : (w.has_shape && w.dims[2 + i].known() ? w.dims[2 + i].value : -1);
+    int64_t in = x.has_shape && x.dims[2 + i].known() ? x.dims[2 + i].value : -1;
+    if (a.transpose && a.out_shape(i, nsp) >= 0) { y.dims[2 + i] = Dim::of(a.out_shape(i, nsp)); continue; }
+    if (k < 0 || in < 0) continue;  // stays unknown
+    y.dims[2 + i] = Dim::of(a.transpose ? convT_axis(n, a, i, nsp, in, k).out : conv_axis(n, a, i, nsp, in, k).out);
+  }
+  return y;
+}
+
+// Full geometry for concrete shapes (validated), in the 3-spatial-dim form the CPU kernels use
+// (1D/2D are padded with leading unit axes).
+inline cpu::ConvParams conv_params(const Node& n, const ConvAttrs& a, const Shape& xs, const Shape& ws) {
+  TensorType xt = TensorType::of(DType::Float32, xs), wt = TensorType::of(DType::Float32, ws);
+  int nsp = conv_check_ranks(n, a, xt, wt);
+  cpu::ConvParams p;
+  p.nsp = nsp;
+  p.transpose = a.transpose;
+  p.N = xs[0];
+  p.C = xs[1];
+  p.G = a.group;
+  p.M = a.transpose ? ws[1] * a.group : ws[0];
+  const int off = 3 - nsp;
+  for (int i = 0; i < nsp; ++i) {
+    int64_t in = xs[2 + i], k = ws[2 + i];
+    AxisGeom g = a.transpose ? convT_axis(n, a, i, nsp, in, k) : conv_axis(n, a, i, nsp, in, k);
+    p.in[off + i] = in;
+    p.k[off + i] = k;
+    p.out[off + i] = g.out;
+    p.stride[off + i] = a.stride(i);
+    p.dil[off + i] = a.dilation(i);
+    p.pad_l[off + i] = g.pad_l;
+    p.pad_r[off + i] = g.pad_r;
+  }
+  return p;
+}
+
+// Environment overrides, read once (for benchmarking and debugging):
+//   KILN_CONV_LAYOUT=plain|blocked   force the oneDNN activation layout (default: per-problem choice)
+//   KILN_CONV_REFERENCE=1            use the reference kernels only
+inline cpu::ConvLayout conv_layout_override() {
+  static const cpu::ConvLayout l = [] {
+    const char* v = std::getenv("KILN_CONV_LAYOUT");
+    if (v && !std::strcmp(v, "plain")) return cpu::ConvLayout::Plain;
+    if (v && !std::strcmp(v, "blocked")) return cpu::ConvLayout::Blocked;
+    return cpu::ConvLayout::Auto;
+  }();
+  return l;
+}
+inline bool conv_force_reference() {
+  static const bool r = [] { const char* v = std::getenv("KILN_CONV_REFERENCE"); return v && *v && *v != '0'; }();
+  return r;
+}
+
+// The Conv (Transpose = false) and ConvTranspose (Transpose = true) kernel.
+// Inputs: X, W, optional B. Float32 runs on oneDNN when it has an implementation; Float64/Float16/BFloat16 and the
+// problems oneDNN rejects (e.g. negative left padding from a ConvTranspose output_shape) use the reference kernel.
+template <bool Transpose>
+class ConvKernel : public Kernel {
+ public:
+  ConvKernel(const Node& n, int) : a_(n, Transpose), dnnl_(conv_layout_override()) {}
+
+  void infer(InferContext& ctx) override {
+    const Node& n = ctx.node();
+    if (!ctx.has_input(0) || !ctx.has_input(1)) fail(n.describe() + ": inputs X and W are required");
+    const TensorType* b = ctx.has_input(2) ? &ctx.input_type(2) : nullptr;
+    ctx.set_output(0, conv_infer(n, a_, ctx.input_type(0), ctx.input_type(1), b));
+    // W's contents are fixed when its value is known before running (initializer or folded constant). A run-time
+    // re-inference (X's value known too) says nothing new, so it does not change the flag.
+    if (ctx.input_value(0) == nullptr) w_constant_ = ctx.input_value(1) != nullptr;
+  }
+
+  void run(RunContext& ctx) override {
+    const Node& n = ctx.node();
+    const Tensor& x = ctx.input(0);
+    const Tensor& w = ctx.input(1);
+    const Tensor* b = ctx.has_input(2) ? &ctx.input(2) : nullptr;
+    cpu::ConvParams p = conv_params(n, a_, x.shape(), w.shape());
+    if (x.dtype() != w.dtype()) fail(n.describe() + ": X and W element types differ");
+    if (b && (b->rank() != 1 || b->dim(0) != p.M || b->dtype() != x.dtype()))
+      fail(n.describe() + ": B must be a 1-D " + dtype_name(x.dtype()) + " tensor of " + std::to_string(p.M) +
+           " entries, got " + shape_str(b->shape()));
+    Tensor& y = ctx.output(0);
+    Shape want{p.N, p.M};
+    for (int i = 3 - p.nsp; i < 3; ++i) want.push_back(p.out[i]);
+    if (y.shape() != want || y.dtype() != x.dtype())
+      fail(n.describe() + ": output buffer " + shape_str(y.shape()) + " does not match the computed shape " + shape_str(want));
+    if (y.numel() == 0) return;
+    if (x.dtype() == DType::Float32 && !conv_force_reference() &&
+        dnnl_.run(p, x.data<float>(), w.data<float>(), b ? b->data<float>() : nullptr, y.data<float>(), w_constant_))
+      return;
+    cpu::conv_reference(p, x, w, b, y);
+  }
+
+ private:
+  ConvAttrs a_;
+  cpu::DnnlConv dnnl_;
+  bool w_constant_ = false;
+};
+
+}  // namespace kiln

@@ -1,0 +1,378 @@
+// Conv / ConvTranspose: oneDNN float32 path vs the reference kernel over a matrix of configurations, the weight
+// cache, shape inference (incl. symbolic dims), the fallback dtypes and the error messages.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+
+#include "backends/cpu/conv_dnnl.h"
+#include "backends/cpu/conv_ref.h"
+#include "ops/conv_common.h"
+
+using namespace kiln;
+
+namespace {
+
+Attribute ints(std::vector<int64_t> v) { Attribute a; a.kind = Attribute::Ints; a.ints = std::move(v); return a; }
+Attribute int1(int64_t v) { Attribute a; a.kind = Attribute::Int; a.i = v; return a; }
+Attribute str(std::string v) { Attribute a; a.kind = Attribute::String; a.s = std::move(v); return a; }
+
+Node make_node(const std::string& op, std::map<std::string, Attribute> attrs, bool bias = false, const std::string& name = "c") {
+  Node n;
+  n.name = name;
+  n.op_type = op;
+  n.inputs = {"X", "W"};
+  if (bias) n.inputs.push_back("B");
+  n.outputs = {"Y"};
+  n.attrs = std::move(attrs);
+  return n;
+}
+
+Tensor random_tensor(const Shape& s, std::mt19937& rng) {
+  Tensor t(DType::Float32, s);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
+  return t;
+}
+
+Tensor abs_of(const Tensor& t) {
+  Tensor r = t.clone();
+  for (int64_t i = 0; i < r.numel(); ++i) r.data<float>()[i] = std::fabs(r.data<float>()[i]);
+  return r;
+}
+
+struct Case {
+  std::string name;
+  bool transpose;
+  Shape x, w;
+  std::map<std::string, Attribute> attrs;
+  bool bias;
+};
+
+std::vector<Case> cases() {
+  return {
+      {"conv1d_stride_asym_pads", false, {2, 4, 17}, {6, 4, 3}, {{"strides", ints({2})}, {"pads", ints({1, 2})}}, true},
+      {"conv1d_dilation_same_upper", false, {1, 5, 20}, {3, 5, 4}, {{"dilations", ints({2})}, {"auto_pad", str("SAME_UPPER")}}, false},
+      {"conv2d_basic", false, {1, 3, 10, 12}, {8, 3, 3, 3}, {{"pads", ints({1, 1, 1, 1})}}, true},
+      {"conv2d_group2_asym", false, {2, 8, 9, 9}, {6, 4, 3, 3},
+       {{"group", int1(2)}, {"strides", ints({2, 1})}, {"dilations", ints({1, 2})}, {"pads", ints({0, 1, 2, 0})}}, true},
+      {"conv2d_depthwise", false, {1, 16, 14, 14}, {16, 1, 3, 3}, {{"group", int1(16)}, {"strides", ints({2, 2})}, {"pads", ints({1, 1, 1, 1})}}, true},
+      {"conv2d_depthwise_mult2_same_lower", false, {1, 16, 13, 11}, {32, 1, 5, 5},
+       {{"group", int1(16)}, {"strides", ints({2, 2})}, {"auto_pad", str("SAME_LOWER")}}, false},
+      {"conv2d_valid_stride3", false, {1, 4, 17, 9}, {5, 4, 4, 2}, {{"strides", ints({3, 3})}, {"auto_pad", str("VALID")}}, true},
+      {"conv2d_1x1", false, {1, 32, 7, 7}, {24, 32, 1, 1}, {}, false},
+      {"conv2d_32ch", false, {1, 32, 12, 12}, {32, 32, 3, 3}, {{"pads", ints({1, 1, 1, 1})}, {"kernel_shape", ints({3, 3})}}, true},
+      {"conv2d_group4_wide", false, {1, 64, 10, 10}, {64, 16, 3, 3}, {{"group", int1(4)}, {"pads", ints({1, 0, 1, 2})}}, true},
+      {"conv3d_asym", false, {1, 4, 6, 7, 8}, {5, 4, 3, 3, 3}, {{"strides", ints({1, 2, 1})}, {"pads", ints({1, 0, 1, 0, 1, 2})}}, true},
+      {"conv3d_group2_dil_same_upper", false, {2, 6, 7, 6, 5}, {4, 3, 2, 3, 2},
+       {{"group", int1(2)}, {"dilations", ints({2, 1, 2})}, {"strides", ints({2, 2, 1})}, {"auto_pad", str("SAME_UPPER")}}, false},
+      {"conv3d_16ch", false, {1, 16, 8, 8, 8}, {16, 16, 3, 3, 3}, {{"pads", ints({1, 1, 1, 1, 1, 1})}}, true},
+      {"convT1d_stride", true, {1, 3, 7}, {3, 4, 3}, {{"strides", ints({2})}}, true},
+      {"convT2d_outpad_asym", true, {2, 4, 5, 6}, {4, 3, 3, 3},
+       {{"strides", ints({2, 3})}, {"output_padding", ints({1, 2})}, {"pads", ints({1, 0, 0, 1})}}, true},
+      {"convT2d_group2_dil", true, {1, 6, 5, 5}, {6, 2, 3, 3}, {{"group", int1(2)}, {"dilations", ints({2, 2})}}, false},
+      {"convT2d_depthwise", true, {1, 8, 6, 6}, {8, 1, 4, 4}, {{"group", int1(8)}, {"strides", ints({2, 2})}, {"pads", ints({1, 1, 1, 1})}}, true},
+      {"convT2d_same_upper", true, {1, 3, 5, 4}, {3, 2, 3, 3}, {{"strides", ints({2, 2})}, {"auto_pad", str("SAME_UPPER")}}, true},
+      {"convT2d_same_lower", true, {1, 3, 5, 4}, {3, 2, 4, 4}, {{"strides", ints({3, 2})}, {"auto_pad", str("SAME_LOWER")}}, false},
+      {"convT2d_output_shape", true, {1, 2, 5, 6}, {2, 3, 3, 3}, {{"strides", ints({2, 2})}, {"output_shape", ints({11, 13})}}, true},
+      {"convT2d_valid", true, {1, 2, 4, 4}, {2, 3, 2, 3}, {{"strides", ints({2, 1})}, {"auto_pad", str("VALID")}}, true},
+      {"convT2d_32ch", true, {1, 32, 8, 8}, {32, 32, 2, 2}, {{"strides", ints({2, 2})}}, true},
+      {"convT3d_outpad", true, {1, 4, 3, 4, 5}, {4, 2, 3, 3, 3}, {{"strides", ints({2, 2, 2})}, {"output_padding", ints({1, 0, 1})}}, true},
+      {"convT3d_group2_16ch", true, {1, 16, 4, 4, 4}, {16, 8, 2, 2, 2}, {{"group", int1(2)}, {"strides", ints({2, 2, 2})}}, false},
+  };
+}
+
+// Compares y (oneDNN, float32) with the reference, element by element.
+// The reference accumulates in double, so it is exact to ~1e-16 relative; the error is oneDNN's float32 summation
+// of K = (C/G)*prod(k) products (+ bias). Probabilistic rounding analysis (Higham & Mary 2019) bounds it by
+// lambda * sqrt(K+1) * u * S with S = sum of |terms| for that output and u = 2^-24, failing with probability
+// <= 2*exp(-lambda^2/2) per element; lambda = 6 gives ~3e-8 per element. S is computed exactly by running the
+// reference on |x|, |w|, |b|. A wrong tap, pad or channel mapping produces errors of the size of single terms
+// (~0.1-1 here), far above this bound (see NegativeControl).
+double check_close(const cpu::ConvParams& p, const Tensor& y, const Tensor& ref, const Tensor& absref, const std::string& what) {
+  const double u = std::ldexp(1.0, -24), lambda = 6.0;
+  const double K = (double)p.reduction() + 1;
+  double worst_ratio = 0;
+  int64_t bad = 0;
+  for (int64_t i = 0; i < y.numel(); ++i) {
+    const double err = std::fabs((double)y.data<float>()[i] - (double)ref.data<float>()[i]);
+    const double tol = lambda * std::sqrt(K) * u * (double)absref.data<float>()[i] + 1e-30;
+    worst_ratio = std::max(worst_ratio, err / tol);
+    if (!(err <= tol) && bad++ < 3)
+      ADD_FAILURE() << what << ": element " << i << " got " << y.data<float>()[i] << " want " << ref.data<float>()[i]
+                    << " (err " << err << ", tol " << tol << ")";
+  }
+  EXPECT_EQ(bad, 0) << what;
+  return worst_ratio;
+}
+
+}  // namespace
+
+TEST(Conv, OneDnnMatchesReferenceOnConfigurationMatrix) {
+  std::mt19937 rng(1234);
+  for (const Case& c : cases()) {
+    Node n = make_node(c.transpose ? "ConvTranspose" : "Conv", c.attrs, c.bias, c.name);
+    ConvAttrs a(n, c.transpose);
+    cpu::ConvParams p = conv_params(n, a, c.x, c.w);
+    Tensor x = random_tensor(c.x, rng), w = random_tensor(c.w, rng), b = random_tensor({p.M}, rng);
+    Shape ys{p.N, p.M};
+    for (int i = 3 - p.nsp; i < 3; ++i) ys.push_back(p.out[i]);
+    // Shape inference gives the same output shape as the geometry the kernels use.
+    TensorType yt = conv_infer(n, a, TensorType::of(DType::Float32, c.x), TensorType::of(DType::Float32, c.w), nullptr);
+    ASSERT_TRUE(yt.fully_known()) << c.name;
+    ASSERT_EQ(yt.concrete(), ys) << c.name;
+
+    Tensor ref(DType::Float32, ys), absref(DType::Float32, ys);
+    cpu::conv_reference(p, x, w, c.bias ? &b : nullptr, ref);
+    Tensor ax = abs_of(x), aw = abs_of(w), ab = abs_of(b);
+    cpu::conv_reference(p, ax, aw, c.bias ? &ab : nullptr, absref);
+    for (auto layout : {cpu::ConvLayout::Plain, cpu::ConvLayout::Blocked}) {
+      const char* lname = layout == cpu::ConvLayout::Plain ? "plain" : "blocked";
+      cpu::DnnlConv dc(layout);
+      Tensor y(DType::Float32, ys);
+      bool ran = dc.run(p, x.data<float>(), w.data<float>(), c.bias ? b.data<float>() : nullptr, y.data<float>(), true);
+      ASSERT_TRUE(ran) << c.name << " (" << lname << "): oneDNN declined " << p.str();
+      double r = check_close(p, y, ref, absref, c.name + " " + lname + " " + p.str());
+      EXPECT_LT(r, 1.0);
+    }
+  }
+}
+
+// The comparison must be able to fail: a result computed with shifted padding is rejected.
+TEST(Conv, NegativeControl) {
+  std::mt19937 rng(7);
+  Node n = make_node("Conv", {{"pads", ints({1, 1, 1, 1})}});
+  ConvAttrs a(n, false);
+  cpu::ConvParams p = conv_params(n, a, {1, 8, 9, 9}, {8, 8, 3, 3});
+  Tensor x = random_tensor({1, 8, 9, 9}, rng), w = random_tensor({8, 8, 3, 3}, rng);
+  Tensor ref(DType::Float32, {1, 8, 9, 9}), absref(DType::Float32, {1, 8, 9, 9}), y(DType::Float32, {1, 8, 9, 9});
+  cpu::conv_reference(p, x, w, nullptr, ref);
+  cpu::conv_reference(p, abs_of(x), abs_of(w), nullptr, absref);
+  cpu::ConvParams shifted = p;
+  shifted.pad_l[2] = 0;
+  shifted.pad_r[2] = 2;
+  cpu::DnnlConv dc;
+  ASSERT_TRUE(dc.run(shifted, x.data<float>(), w.data<float>(), nullptr, y.data<float>(), true));
+  const double u = std::ldexp(1.0, -24);
+  int64_t bad = 0;
+  for (int64_t i = 0; i < y.numel(); ++i)
+    if (std::fabs(y.data<float>()[i] - ref.data<float>()[i]) > 6 * std::sqrt(73.0) * u * absref.data<float>()[i]) ++bad;
+  EXPECT_GT(bad, y.numel() / 2);
+}
+
+TEST(Conv, WeightCacheReusesPrimitiveAndNoticesNewWeights) {
+  std::mt19937 rng(99);
+  Node n = make_node("Conv", {{"pads", ints({1, 1, 1, 1})}}, true);
+  ConvAttrs a(n, false);
+  cpu::ConvParams p = conv_params(n, a, {1, 16, 8, 8}, {16, 16, 3, 3});
+  Tensor x = random_tensor({1, 16, 8, 8}, rng), w = random_tensor({16, 16, 3, 3}, rng), b = random_tensor({16}, rng);
+  Tensor y1(DType::Float32, {1, 16, 8, 8}), y2(DType::Float32, {1, 16, 8, 8}), ref(DType::Float32, {1, 16, 8, 8});
+  cpu::DnnlConv dc;
+  ASSERT_TRUE(dc.run(p, x.data<float>(), w.data<float>(), b.data<float>(), y1.data<float>(), true));
+  ASSERT_TRUE(dc.run(p, x.data<float>(), w.data<float>(), b.data<float>(), y2.data<float>(), true));
+  EXPECT_EQ(dc.cached_entries(), 1u);
+  EXPECT_EQ(std::memcmp(y1.raw(), y2.raw(), y1.nbytes()), 0) << "same inputs, same thread count: identical results";
+  // Non-constant weights rewritten in place: the next run must use the new values.
+  for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = -w.data<float>()[i];
+  ASSERT_TRUE(dc.run(p, x.data<float>(), w.data<float>(), b.data<float>(), y2.data<float>(), false));
+  cpu::conv_reference(p, x, w, &b, ref);
+  Tensor absref(DType::Float32, {1, 16, 8, 8});
+  Tensor ab = abs_of(b);
+  cpu::conv_reference(p, abs_of(x), abs_of(w), &ab, absref);
+  check_close(p, y2, ref, absref, "after weight change");
+  EXPECT_EQ(dc.cached_entries(), 1u);
+  // A second input shape adds an entry.
+  cpu::ConvParams p2 = conv_params(n, a, {2, 16, 5, 7}, {16, 16, 3, 3});
+  Tensor x2 = random_tensor({2, 16, 5, 7}, rng), y3(DType::Float32, {2, 16, 5, 7});
+  ASSERT_TRUE(dc.run(p2, x2.data<float>(), w.data<float>(), b.data<float>(), y3.data<float>(), true));
+  EXPECT_EQ(dc.cached_entries(), 2u);
+}
+
+// Runs a node end to end through the registered kernel (infer + run) for a given dtype.
+namespace {
+Tensor run_node(const Node& n, const std::vector<const Tensor*>& ins) {
+  const OpEntry* e = registry().find("", n.op_type, 22);
+  EXPECT_NE(e, nullptr);
+  auto k = e->make(n, 22);
+  std::vector<TensorType> types;
+  for (auto* t : ins) types.push_back(TensorType::of(t->dtype(), t->shape()));
+  std::vector<const TensorType*> tp;
+  std::vector<const Tensor*> vals;
+  for (size_t i = 0; i < ins.size(); ++i) { tp.push_back(&types[i]); vals.push_back(i == 0 ? nullptr : ins[i]); }
+  InferContext ic(n, tp, vals);
+  k->infer(ic);
+  Tensor y(ic.outputs()[0].dtype, ic.outputs()[0].concrete());
+  RunContext rc(n, ins, {&y});
+  k->run(rc);
+  return y;
+}
+}  // namespace
+
+TEST(Conv, Float64AndFloat16UseTheReference) {
+  std::mt19937 rng(5);
+  Node n = make_node("Conv", {{"strides", ints({2, 1})}, {"pads", ints({1, 0, 0, 1})}}, true);
+  Tensor x = random_tensor({1, 3, 6, 5}, rng), w = random_tensor({4, 3, 3, 2}, rng), b = random_tensor({4}, rng);
+  Tensor y32 = run_node(n, {&x, &w, &b});
+  auto convert = [](const Tensor& t, DType d) {
+    Tensor r(d, t.shape());
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      float v = t.data<float>()[i];
+      if (d == DType::Float64) r.data<double>()[i] = v;
+      else r.data<uint16_t>()[i] = float_to_half(v);
+    }
+    return r;
+  };
+  Tensor x64 = convert(x, DType::Float64), w64 = convert(w, DType::Float64), b64 = convert(b, DType::Float64);
+  Tensor y64 = run_node(n, {&x64, &w64, &b64});
+  ASSERT_EQ(y64.dtype(), DType::Float64);
+  ASSERT_EQ(y64.shape(), y32.shape());
+  // K = 3*3*2 = 18 terms of |.| <= 1: float32 error <= 6*sqrt(19)*2^-24*19 ~ 3e-5.
+  for (int64_t i = 0; i < y32.numel(); ++i) EXPECT_NEAR(y64.data<double>()[i], y32.data<float>()[i], 3e-5);
+  Tensor x16 = convert(x, DType::Float16), w16 = convert(w, DType::Float16), b16 = convert(b, DType::Float16);
+  Tensor y16 = run_node(n, {&x16, &w16, &b16});
+  ASSERT_EQ(y16.dtype(), DType::Float16);
+  // Inputs rounded to half (rel 2^-11 each) over <= 19 terms of |.| <= 1, plus the output rounding: < 0.03.
+  for (int64_t i = 0; i < y32.numel(); ++i) EXPECT_NEAR(half_to_float(y16.data<uint16_t>()[i]), y32.data<float>()[i], 0.03);
+}
+
+TEST(Conv, ConvTransposeKnownValues) {
+  // 1x1x2 input, kernel [1, 2, 3], stride 2, output_padding 1: y = [1, 2, 3+2*1, 4, 6, 0] + bias 0.5
+  Node n = make_node("ConvTranspose", {{"strides", ints({2})}, {"output_padding", ints({1})}}, true);
+  Tensor x(DType::Float32, {1, 1, 2}), w(DType::Float32, {1, 1, 3}), b(DType::Float32, {1});
+  x.data<float>()[0] = 1; x.data<float>()[1] = 2;
+  w.data<float>()[0] = 1; w.data<float>()[1] = 2; w.data<float>()[2] = 3;
+  b.data<float>()[0] = 0.5f;
+  Tensor y = run_node(n, {&x, &w, &b});
+  ASSERT_EQ(y.shape(), (Shape{1, 1, 6}));
+  const float want[] = {1.5f, 2.5f, 5.5f, 4.5f, 6.5f, 0.5f};
+  for (int i = 0; i < 6; ++i) EXPECT_FLOAT_EQ(y.data<float>()[i], want[i]) << i;
+}
+
+TEST(Conv, ShapeInferenceKeepsSymbolicBatch) {
+  Node n = make_node("Conv", {{"strides", ints({2, 2})}, {"pads", ints({1, 1, 1, 1})}});
+  ConvAttrs a(n, false);
+  TensorType x;
+  x.dtype = DType::Float32;
+  x.has_shape = true;
+  x.dims = {Dim::sym("batch"), Dim::of(3), Dim::of(32), Dim()};
+  TensorType y = conv_infer(n, a, x, TensorType::of(DType::Float32, {8, 3, 3, 3}), nullptr);
+  ASSERT_EQ(y.rank(), 4);
+  EXPECT_EQ(y.dims[0].symbol, "batch");
+  EXPECT_FALSE(y.dims[0].known());
+  EXPECT_EQ(y.dims[1].value, 8);
+  EXPECT_EQ(y.dims[2].value, 16);
+  EXPECT_FALSE(y.dims[3].known());
+  // Unknown rank in: unknown out.
+  TensorType unk;
+  unk.dtype = DType::Float32;
+  TensorType u = conv_infer(n, a, unk, unk, nullptr);
+  EXPECT_FALSE(u.has_shape);
+  // ConvTranspose with output_shape: spatial dims known even when the input's are not.
+  Node nt = make_node("ConvTranspose", {{"strides", ints({2, 2})}, {"output_shape", ints({20, 30})}});
+  ConvAttrs at(nt, true);
+  x.dims = {Dim::sym("N"), Dim::of(3), Dim(), Dim()};
+  TensorType yt = conv_infer(nt, at, x, TensorType::of(DType::Float32, {3, 2, 3, 3}), nullptr);
+  EXPECT_EQ(yt.dims[0].symbol, "N");
+  EXPECT_EQ(yt.dims[1].value, 2);
+  EXPECT_EQ(yt.dims[2].value, 20);
+  EXPECT_EQ(yt.dims[3].value, 30);
+}
+
+namespace {
+// Expects creating + inferring the node to throw kiln::Error whose message names the node and contains `what`.
+void expect_error(const Node& n, const Shape& xs, const Shape& ws, const std::string& what, DType dt = DType::Float32,
+                  const Shape* bs = nullptr) {
+  try {
+    const OpEntry* e = registry().find("", n.op_type, 22);
+    ASSERT_NE(e, nullptr);
+    auto k = e->make(n, 22);
+    TensorType xt = TensorType::of(dt, xs), wt = TensorType::of(dt, ws), bt;
+    if (bs) bt = TensorType::of(dt, *bs);
+    std::vector<const TensorType*> tp{&xt, &wt};
+    if (bs) tp.push_back(&bt);
+    InferContext ic(n, tp, std::vector<const Tensor*>(tp.size(), nullptr));
+    k->infer(ic);
+    ADD_FAILURE() << "no error for " << n.describe() << " (expected '" << what << "')";
+  } catch (const Error& err) {
+    std::string m = err.what();
+    EXPECT_NE(m.find(n.describe()), std::string::npos) << m;
+    EXPECT_NE(m.find(what), std::string::npos) << "message: " << m << "\nexpected to contain: " << what;
+  }
+}
+}  // namespace
+
+TEST(Conv, ErrorsNameTheNode) {
+  expect_error(make_node("Conv", {}, false, "chan"), {1, 3, 8, 8}, {4, 2, 3, 3}, "X has 3 channels but W");
+  expect_error(make_node("Conv", {{"group", int1(2)}}, false, "grp"), {1, 4, 8, 8}, {3, 2, 3, 3}, "not divisible by group=2");
+  expect_error(make_node("Conv", {{"group", int1(0)}}, false, "grp0"), {1, 4, 8, 8}, {4, 4, 3, 3}, "group must be >= 1");
+  expect_error(make_node("Conv", {{"kernel_shape", ints({5, 5})}}, false, "ks"), {1, 3, 8, 8}, {4, 3, 3, 3},
+               "kernel_shape attribute does not match W");
+  expect_error(make_node("Conv", {{"kernel_shape", ints({3})}}, false, "ks1"), {1, 3, 8, 8}, {4, 3, 3, 3},
+               "kernel_shape has 1 entries, expected 2");
+  expect_error(make_node("Conv", {{"pads", ints({1, 1, 1})}}, false, "podd"), {1, 3, 8, 8}, {4, 3, 3, 3}, "pads must have 2 entries");
+  expect_error(make_node("Conv", {{"pads", ints({1, 1})}}, false, "plen"), {1, 3, 8, 8}, {4, 3, 3, 3}, "pads has 2 entries, expected 4");
+  expect_error(make_node("Conv", {{"pads", ints({1, -1, 1, 1})}}, false, "pneg"), {1, 3, 8, 8}, {4, 3, 3, 3}, "pads must be >= 0");
+  expect_error(make_node("Conv", {{"strides", ints({1, 1, 1})}}, false, "slen"), {1, 3, 8, 8}, {4, 3, 3, 3}, "strides has 3 entries");
+  expect_error(make_node("Conv", {{"strides", ints({0, 1})}}, false, "s0"), {1, 3, 8, 8}, {4, 3, 3, 3}, "strides must be >= 1");
+  expect_error(make_node("Conv", {{"dilations", ints({1, 0})}}, false, "d0"), {1, 3, 8, 8}, {4, 3, 3, 3}, "dilations must be >= 1");
+  expect_error(make_node("Conv", {{"auto_pad", str("SAME")}}, false, "ap"), {1, 3, 8, 8}, {4, 3, 3, 3}, "auto_pad must be");
+  expect_error(make_node("Conv", {}, false, "rank"), {1, 3, 8, 8}, {4, 3, 3}, "must have the same rank");
+  expect_error(make_node("Conv", {}, false, "rank6"), {1, 3, 4, 4, 4, 4}, {4, 3, 1, 1, 1, 1}, "only 1D, 2D and 3D");
+  expect_error(make_node("Conv", {}, false, "small"), {1, 1, 2, 2}, {1, 1, 3, 3}, "too small for a kernel");
+  expect_error(make_node("Conv", {}, false, "int"), {1, 1, 4, 4}, {1, 1, 3, 3}, "not supported", DType::Int32);
+  Shape bad_b{5};
+  expect_error(make_node("Conv", {}, true, "bias"), {1, 3, 8, 8}, {4, 3, 3, 3}, "B float32[5] must have 4 entries",
+               DType::Float32, &bad_b);
+  expect_error(make_node("Conv", {{"output_padding", ints({1, 1})}}, false, "opad"), {1, 3, 8, 8}, {4, 3, 3, 3},
+               "ConvTranspose attributes");
+  expect_error(make_node("ConvTranspose", {}, false, "tchan"), {1, 3, 8, 8}, {4, 2, 3, 3}, "X has 3 channels but W");
+  expect_error(make_node("ConvTranspose", {{"group", int1(2)}}, false, "tgrp"), {1, 3, 8, 8}, {3, 2, 3, 3}, "not divisible by group=2");
+  expect_error(make_node("ConvTranspose", {{"output_shape", ints({4, 4, 4})}}, false, "tos"), {1, 3, 8, 8}, {3, 2, 3, 3},
+               "output_shape has 3 entries");
+  expect_error(make_node("ConvTranspose", {{"output_padding", ints({1})}}, false, "top"), {1, 3, 8, 8}, {3, 2, 3, 3},
+               "output_padding has 1 entries");
+}
+
+// Timing of the oneDNN paths (plain vs blocked activations) and the reference on the problems named in the design
+// notes. Not a correctness test: run with --gtest_also_run_disabled_tests --gtest_filter=ConvBench.*
+namespace {
+double time_ms(const std::function<void()>& f, int reps) {
+  f();  // warm-up (primitive creation, weight reorder)
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < reps; ++i) f();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / reps;
+}
+void bench(const std::string& name, bool transpose, const Shape& xs, const Shape& ws, std::map<std::string, Attribute> attrs,
+           int reps, bool with_ref) {
+  std::mt19937 rng(3);
+  Node n = make_node(transpose ? "ConvTranspose" : "Conv", std::move(attrs), true);
+  ConvAttrs a(n, transpose);
+  cpu::ConvParams p = conv_params(n, a, xs, ws);
+  Tensor x = random_tensor(xs, rng), w = random_tensor(ws, rng), b = random_tensor({p.M}, rng);
+  Shape ys{p.N, p.M};
+  for (int i = 3 - p.nsp; i < 3; ++i) ys.push_back(p.out[i]);
+  Tensor y(DType::Float32, ys);
+  cpu::DnnlConv plain(cpu::ConvLayout::Plain), blocked(cpu::ConvLayout::Blocked);
+  double tp = time_ms([&] { plain.run(p, x.data<float>(), w.data<float>(), b.data<float>(), y.data<float>(), true); }, reps);
+  double tb = time_ms([&] { blocked.run(p, x.data<float>(), w.data<float>(), b.data<float>(), y.data<float>(), true); }, reps);
+  double tr = with_ref ? time_ms([&] { cpu::conv_reference(p, x, w, &b, y); }, 1) : -1;
+  std::printf("%-34s plain %9.2f ms  blocked(+reorders) %9.2f ms  reference %s  auto picks %s\n", name.c_str(), tp, tb,
+              with_ref ? (std::to_string(tr) + " ms").c_str() : "(skipped)",
+              cpu::DnnlConv::choose_layout(p) == cpu::ConvLayout::Blocked ? "blocked" : "plain");
+}
+}  // namespace
+
+TEST(ConvBench, DISABLED_PlainVsBlocked) {
+  bench("resnet 3x3 1x64x56x56->64", false, {1, 64, 56, 56}, {64, 64, 3, 3}, {{"pads", ints({1, 1, 1, 1})}}, 20, true);
+  bench("3D 1x32x64x128x128->32 3x3x3", false, {1, 32, 64, 128, 128}, {32, 32, 3, 3, 3}, {{"pads", ints({1, 1, 1, 1, 1, 1})}}, 3, false);
+  bench("stem 7x7/2 1x3x224x224->64", false, {1, 3, 224, 224}, {64, 3, 7, 7}, {{"strides", ints({2, 2})}, {"pads", ints({3, 3, 3, 3})}}, 10, false);
+  bench("depthwise 3x3 1x128x56x56", false, {1, 128, 56, 56}, {128, 1, 3, 3}, {{"group", int1(128)}, {"pads", ints({1, 1, 1, 1})}}, 20, false);
+  bench("1x1 1x256x28x28->64", false, {1, 256, 28, 28}, {64, 256, 1, 1}, {}, 20, false);
+  bench("3D 1x4x64x64x64->16 (first layer)", false, {1, 4, 64, 64, 64}, {16, 4, 3, 3, 3}, {{"pads", ints({1, 1, 1, 1, 1, 1})}}, 5, false);
+  bench("convT 2x2/2 1x64x28x28->32", true, {1, 64, 28, 28}, {64, 32, 2, 2}, {{"strides", ints({2, 2})}}, 20, false);
+  bench("convT3d 2x2x2/2 1x64x16x32x32->32", true, {1, 64, 16, 32, 32}, {64, 32, 2, 2, 2}, {{"strides", ints({2, 2, 2})}}, 5, false);
+}
