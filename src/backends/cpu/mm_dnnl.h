@@ -1,0 +1,52 @@
+// oneDNN fast paths for float32 MatMul / Gemm (dnnl::matmul) and pooling (pooling_v2_forward),
+// with primitives cached per shape configuration. Each object belongs to one kernel (one node).
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "backends/cpu/mm_ref.h"
+
+namespace kiln::mm {
+
+// One float32 matrix product: y = alpha * op(a) x op(b) [+ bias] [+ y_before].
+struct MatmulCall {
+  const float* a = nullptr;
+  Shape as;                 // logical dims of op(a): [batch..., M, K]
+  bool trans_a = false;     // a is stored as [batch..., K, M]
+  const float* b = nullptr;
+  Shape bs;                 // logical dims of op(b): [batch..., K, N] (same rank as as)
+  bool trans_b = false;     // b is stored as [batch..., N, K]
+  bool b_const = false;     // b never changes (initializer): its layout may be reordered once and cached
+  float* y = nullptr;
+  Shape ys;                 // [batch..., M, N]
+  float alpha = 1;
+  const float* bias = nullptr;  // length N, added to every row (only with alpha == 1)
+  bool accumulate = false;      // y += result (y holds beta * C already)
+};
+
+class MatmulCache {
+ public:
+  MatmulCache();
+  ~MatmulCache();
+  // Runs the product with oneDNN; false when oneDNN cannot express it (the caller falls back).
+  bool run(const MatmulCall& c);
+
+ private:
+  struct Entry;
+  std::vector<std::unique_ptr<Entry>> entries_;   // most recently used first
+};
+
+class PoolCache {
+ public:
+  PoolCache();
+  ~PoolCache();
+  // float32 pooling through oneDNN; false when the configuration is not expressible
+  // (Lp pooling, include-pad averaging over a ceil_mode overhang, unsupported geometry).
+  bool run(const PoolAttrs& a, const PoolGeom& g, const float* x, float* y);
+
+ private:
+  struct Entry;
+  std::vector<std::unique_ptr<Entry>> entries_;
+};
+
+}  // namespace kiln::mm

@@ -1,0 +1,116 @@
+// MatMul with numpy semantics: 1-D operands promoted (and the added axis removed from the result),
+// leading (batch) dims broadcast. float32 runs on oneDNN; other types on the reference kernel.
+#include <memory>
+
+#include "backends/cpu/mm_dnnl.h"
+#include "backends/cpu/mm_ref.h"
+#include "ops/common.h"
+
+namespace kiln {
+namespace {
+
+bool mm_type_ok(DType t) {
+  return t == DType::Float32 || t == DType::Float64 || t == DType::Int32 || t == DType::Int64 ||
+         t == DType::UInt32 || t == DType::UInt64;
+}
+
+class MatMulK : public Kernel {
+ public:
+  MatMulK(const Node& n, int) : node_(n) {
+    if (n.num_inputs() != 2 || !n.has_input(0) || !n.has_input(1))
+      fail(n.describe() + ": MatMul expects 2 inputs (A, B), got " + std::to_string(n.num_inputs()));
+  }
+
+  void infer(InferContext& ctx) override {
+    const TensorType& a = ctx.input_type(0);
+    const TensorType& b = ctx.input_type(1);
+    if (a.dtype != b.dtype)
+      fail(node_.describe() + ": A and B must have the same type, got " + a.str() + " and " + b.str());
+    if (!mm_type_ok(a.dtype))
+      unsupported(node_.describe() + ": MatMul of " + dtype_name(a.dtype) + " is not supported (float32, float64, int32, int64, uint32, uint64)");
+    b_const_ = ctx.input_value(1) != nullptr;
+    if (!a.has_shape || !b.has_shape) { ctx.set_output(0, unknown_type(a.dtype)); return; }
+    if (a.rank() == 0 || b.rank() == 0)
+      fail(node_.describe() + ": MatMul operands must have rank >= 1, got A " + a.str() + " and B " + b.str());
+    // Promote 1-D operands: A [K] -> [1, K], B [K] -> [K, 1].
+    std::vector<Dim> ad = a.dims, bd = b.dims;
+    if (ad.size() == 1) ad.insert(ad.begin(), Dim::of(1));
+    if (bd.size() == 1) bd.push_back(Dim::of(1));
+    const Dim& ka = ad.back();
+    const Dim& kb = bd[bd.size() - 2];
+    if (ka.known() && kb.known() && ka.value != kb.value)
+      fail(node_.describe() + ": inner dimensions do not match: A " + a.str() + " has K = " + std::to_string(ka.value) +
+           " but B " + b.str() + " has K = " + std::to_string(kb.value));
+    // Broadcast the batch dims.
+    TensorType ab, bb;
+    ab.dtype = bb.dtype = a.dtype;
+    ab.has_shape = bb.has_shape = true;
+    ab.dims.assign(ad.begin(), ad.end() - 2);
+    bb.dims.assign(bd.begin(), bd.end() - 2);
+    TensorType batch;
+    try {
+      batch = broadcast_types(node_, {&ab, &bb}, a.dtype);
+    } catch (const Error&) {
+      fail(node_.describe() + ": batch dimensions of A " + a.str() + " and B " + b.str() + " cannot be broadcast together");
+    }
+    TensorType y = batch;
+    if (a.rank() != 1) y.dims.push_back(ad[ad.size() - 2]);
+    if (b.rank() != 1) y.dims.push_back(bd.back());
+    ctx.set_output(0, y);
+  }
+
+  void run(RunContext& ctx) override {
+    const Tensor& A = ctx.input(0);
+    const Tensor& B = ctx.input(1);
+    Tensor& Y = ctx.output(0);
+    Shape as = A.shape(), bs = B.shape();
+    if (as.size() == 1) as.insert(as.begin(), 1);
+    if (bs.size() == 1) bs.push_back(1);
+    if (as.back() != bs[bs.size() - 2])
+      fail(node_.describe() + ": inner dimensions do not match: A " + shape_str(A.shape()) + " and B " + shape_str(B.shape()));
+    const size_t r = std::max(as.size(), bs.size());
+    as.insert(as.begin(), r - as.size(), 1);
+    bs.insert(bs.begin(), r - bs.size(), 1);
+    Shape ys(r);
+    for (size_t i = 0; i + 2 < r; ++i) {
+      if (as[i] != bs[i] && as[i] != 1 && bs[i] != 1)
+        fail(node_.describe() + ": batch dimensions of A " + shape_str(A.shape()) + " and B " + shape_str(B.shape()) +
+             " cannot be broadcast together");
+      ys[i] = as[i] == 1 ? bs[i] : as[i];
+    }
+    ys[r - 2] = as[r - 2];
+    ys[r - 1] = bs[r - 1];
+    if (shape_numel(ys) != Y.numel())
+      fail(node_.describe() + ": output buffer " + shape_str(Y.shape()) + " does not hold a product of shape " + shape_str(ys));
+    if (Y.numel() == 0) return;
+    if (as.back() == 0) {  // K == 0: sum over nothing
+      std::memset(Y.raw(), 0, Y.nbytes());
+      return;
+    }
+    if (A.dtype() == DType::Float32) {
+      mm::MatmulCall c;
+      c.a = A.data<float>();
+      c.as = as;
+      c.b = B.data<float>();
+      c.bs = bs;
+      c.b_const = b_const_;
+      c.y = Y.data<float>();
+      c.ys = ys;
+      if (fast_.run(c)) return;
+    }
+    mm::ref_matmul(A.dtype(), A.raw(), as, B.raw(), bs, Y.raw(), ys);
+  }
+
+ private:
+  Node node_;
+  bool b_const_ = false;
+  mm::MatmulCache fast_;
+};
+
+}  // namespace
+
+void register_matmul(Registry& r) {
+  r.add("MatMul", 1, make_kernel<MatMulK>());
+}
+
+}  // namespace kiln

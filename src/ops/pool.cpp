@@ -1,0 +1,184 @@
+// MaxPool, AveragePool, LpPool and their Global variants.
+// float32 MaxPool/AveragePool run on oneDNN pooling where its semantics match ONNX; everything else
+// (Indices output, Lp, other types, include-pad averages over a ceil_mode overhang) on the reference.
+#include <cmath>
+
+#include "backends/cpu/mm_dnnl.h"
+#include "backends/cpu/mm_ref.h"
+#include "ops/common.h"
+
+namespace kiln {
+namespace {
+
+using mm::PoolKind;
+
+class PoolK : public Kernel {
+ public:
+  PoolK(const Node& n, int opset, PoolKind kind) : node_(n) {
+    a_.kind = kind;
+    if (!n.has_attr("kernel_shape")) fail(n.describe() + ": attribute kernel_shape is required");
+    a_.kernel = n.required_ints("kernel_shape");
+    const int nsp = (int)a_.kernel.size();
+    if (nsp < 1) fail(n.describe() + ": kernel_shape must not be empty");
+    for (auto k : a_.kernel)
+      if (k < 1) fail(n.describe() + ": kernel_shape values must be >= 1, got " + shape_str(a_.kernel));
+    a_.strides = n.attr_ints("strides", std::vector<int64_t>(nsp, 1));
+    a_.dilations = n.attr_ints("dilations", std::vector<int64_t>(nsp, 1));
+    a_.pads = n.attr_ints("pads", std::vector<int64_t>(2 * nsp, 0));
+    if ((int)a_.strides.size() != nsp) fail(n.describe() + ": strides " + shape_str(a_.strides) + " must have " + std::to_string(nsp) + " values (one per kernel axis)");
+    if ((int)a_.dilations.size() != nsp) fail(n.describe() + ": dilations " + shape_str(a_.dilations) + " must have " + std::to_string(nsp) + " values (one per kernel axis)");
+    if ((int)a_.pads.size() != 2 * nsp) fail(n.describe() + ": pads " + shape_str(a_.pads) + " must have " + std::to_string(2 * nsp) + " values (begin and end per kernel axis)");
+    for (auto s : a_.strides)
+      if (s < 1) fail(n.describe() + ": strides must be >= 1, got " + shape_str(a_.strides));
+    for (auto d : a_.dilations)
+      if (d < 1) fail(n.describe() + ": dilations must be >= 1, got " + shape_str(a_.dilations));
+    for (auto p : a_.pads)
+      if (p < 0) fail(n.describe() + ": pads must be >= 0, got " + shape_str(a_.pads));
+    a_.auto_pad = n.attr_string("auto_pad", "NOTSET");
+    if (a_.auto_pad != "NOTSET" && a_.auto_pad != "VALID" && a_.auto_pad != "SAME_UPPER" && a_.auto_pad != "SAME_LOWER")
+      fail(n.describe() + ": auto_pad must be NOTSET, VALID, SAME_UPPER or SAME_LOWER, got '" + a_.auto_pad + "'");
+    a_.ceil_mode = n.attr_int("ceil_mode", 0) != 0;
+    a_.count_include_pad = n.attr_int("count_include_pad", 0) != 0;
+    a_.storage_order = (int)n.attr_int("storage_order", 0);
+    if (a_.storage_order != 0 && a_.storage_order != 1)
+      fail(n.describe() + ": storage_order must be 0 or 1, got " + std::to_string(a_.storage_order));
+    if (kind == PoolKind::Lp) a_.p = read_p(n, opset);
+  }
+
+  static double read_p(const Node& n, int opset) {
+    auto it = n.attrs.find("p");
+    if (it == n.attrs.end()) return 2;
+    double p = it->second.kind == Attribute::Float ? it->second.f : (double)n.attr_int("p", 2);
+    if (!(p > 0)) fail(n.describe() + ": p must be positive, got " + std::to_string(p));
+    return p;
+  }
+
+  void check_dtype(DType t) const {
+    const bool ok = t == DType::Float32 || t == DType::Float64 ||
+                    (a_.kind == PoolKind::Max && (t == DType::Int8 || t == DType::UInt8));
+    if (!ok) unsupported(node_.describe() + ": " + node_.op_type + " of " + dtype_name(t) + " is not supported");
+  }
+
+  void infer(InferContext& ctx) override {
+    const TensorType& x = ctx.input_type(0);
+    check_dtype(x.dtype);
+    const int nsp = (int)a_.kernel.size();
+    TensorType y;
+    y.dtype = x.dtype;
+    if (x.has_shape) {
+      if (x.rank() != nsp + 2)
+        fail(node_.describe() + ": input " + x.str() + " must have rank " + std::to_string(nsp + 2) + " (N, C and " +
+             std::to_string(nsp) + " spatial dims matching kernel_shape " + shape_str(a_.kernel) + ")");
+      y.has_shape = true;
+      y.dims = {x.dims[0], x.dims[1]};
+      for (int i = 0; i < nsp; ++i) {
+        const Dim& d = x.dims[2 + i];
+        if (!d.known()) { y.dims.push_back(Dim()); continue; }
+        const int64_t o = mm::pool_out_dim(a_, i, d.value);
+        if (o <= 0)
+          fail(node_.describe() + ": input " + x.str() + " is too small for the pooling window on spatial axis " + std::to_string(i) +
+               " (kernel " + std::to_string(a_.kernel[i]) + ", dilation " + std::to_string(a_.dilations[i]) + ", pads " + shape_str(a_.pads) + ")");
+        y.dims.push_back(Dim::of(o));
+      }
+    }
+    ctx.set_output(0, y);
+    if (ctx.num_outputs() > 1) {
+      if (a_.kind != PoolKind::Max) fail(node_.describe() + ": only MaxPool has a second (Indices) output");
+      TensorType ind = y;
+      ind.dtype = DType::Int64;
+      ctx.set_output(1, ind);
+    }
+  }
+
+  void run(RunContext& ctx) override {
+    const Tensor& X = ctx.input(0);
+    check_dtype(X.dtype());
+    const mm::PoolGeom g = mm::pool_geometry(a_, X.shape(), node_.describe());
+    Tensor& Y = ctx.output(0);
+    if (Y.shape() != g.out_shape()) fail(node_.describe() + ": output buffer " + shape_str(Y.shape()) + ", expected " + shape_str(g.out_shape()));
+    int64_t* ind = nullptr;
+    if (ctx.has_output(1)) {
+      Tensor& I = ctx.output(1);
+      if (I.shape() != g.out_shape() || I.dtype() != DType::Int64) fail(node_.describe() + ": Indices buffer has the wrong shape or type");
+      ind = I.data<int64_t>();
+    }
+    if (Y.numel() == 0) return;
+    if (X.dtype() == DType::Float32 && !ind && fast_.run(a_, g, X.data<float>(), Y.data<float>())) return;
+    mm::ref_pool(X.dtype(), a_, g, X.raw(), Y.raw(), ind);
+  }
+
+ private:
+  Node node_;
+  mm::PoolAttrs a_;
+  mm::PoolCache fast_;
+};
+
+template <PoolKind K>
+class PoolOf : public PoolK {
+ public:
+  PoolOf(const Node& n, int opset) : PoolK(n, opset, K) {}
+};
+
+class GlobalPoolK : public Kernel {
+ public:
+  GlobalPoolK(const Node& n, int opset, PoolKind kind) : node_(n), kind_(kind) {
+    if (kind == PoolKind::Lp) p_ = PoolK::read_p(n, opset);
+  }
+
+  void infer(InferContext& ctx) override {
+    const TensorType& x = ctx.input_type(0);
+    check_dtype(x.dtype);
+    TensorType y;
+    y.dtype = x.dtype;
+    if (x.has_shape) {
+      if (x.rank() < 2) fail(node_.describe() + ": input " + x.str() + " must have rank >= 2 (N, C, spatial...)");
+      y.has_shape = true;
+      y.dims = {x.dims[0], x.dims[1]};
+      for (int i = 2; i < x.rank(); ++i) y.dims.push_back(Dim::of(1));
+    }
+    ctx.set_output(0, y);
+  }
+
+  void run(RunContext& ctx) override {
+    const Tensor& X = ctx.input(0);
+    check_dtype(X.dtype());
+    if (X.rank() < 2) fail(node_.describe() + ": input " + shape_str(X.shape()) + " must have rank >= 2");
+    Tensor& Y = ctx.output(0);
+    const int64_t planes = X.dim(0) * X.dim(1);
+    if (Y.numel() != planes) fail(node_.describe() + ": output buffer " + shape_str(Y.shape()) + " does not match input " + shape_str(X.shape()));
+    if (planes == 0) return;
+    const int64_t size = X.numel() / planes;
+    if (size == 0) fail(node_.describe() + ": input " + shape_str(X.shape()) + " has an empty spatial extent");
+    mm::global_pool(X.dtype(), kind_, p_, X.raw(), Y.raw(), planes, size);
+  }
+
+ private:
+  void check_dtype(DType t) const {
+    const bool ok = t == DType::Float32 || t == DType::Float64 ||
+                    (kind_ == PoolKind::Max && (t == DType::Int8 || t == DType::UInt8));
+    if (!ok) unsupported(node_.describe() + ": " + node_.op_type + " of " + dtype_name(t) + " is not supported");
+  }
+
+  Node node_;
+  PoolKind kind_;
+  double p_ = 2;
+};
+
+template <PoolKind K>
+class GlobalOf : public GlobalPoolK {
+ public:
+  GlobalOf(const Node& n, int opset) : GlobalPoolK(n, opset, K) {}
+};
+
+}  // namespace
+
+void register_pool(Registry& r) {
+  r.add("MaxPool", 1, make_kernel<PoolOf<PoolKind::Max>>());
+  r.add("AveragePool", 1, make_kernel<PoolOf<PoolKind::Avg>>());
+  r.add("LpPool", 1, make_kernel<PoolOf<PoolKind::Lp>>());
+  r.add("GlobalMaxPool", 1, make_kernel<GlobalOf<PoolKind::Max>>());
+  r.add("GlobalAveragePool", 1, make_kernel<GlobalOf<PoolKind::Avg>>());
+  r.add("GlobalLpPool", 1, make_kernel<GlobalOf<PoolKind::Lp>>());
+}
+
+}  // namespace kiln
