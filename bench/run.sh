@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Side-by-side CPU benchmark: kiln vs ONNX Runtime (onnxruntime-node) vs PyTorch.
+#
+#   bench/run.sh [--models fast|all|a,b] [--threads N] [--rounds R] [--runs N]
+#                [--warmup N] [--kiln PATH] [--timeout S] [--out FILE]
+#
+# Installs ORT (bench/setup.sh), exports the models into build/zoo (skipping ones
+# already there), then for every model runs the three engines round-robin, each run
+# in a fresh process, with the same thread count and input shape. Raw JSON goes to
+# build/bench/<timestamp>/, the summary (medians across rounds) to bench/RESULTS.md.
+# A missing or failing engine is recorded as "error" and the run goes on.
+# Run it on an otherwise idle machine: the load average is recorded in the report.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PY=/usr/bin/python3
+
+models=fast threads=2 rounds=3 runs=10 warmup=3 kiln=$ROOT/build/kiln timeout_s=900
+out=$ROOT/bench/RESULTS.md
+command_line="bench/run.sh $*"
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --models) models=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    --warmup) warmup=$2; shift 2 ;;
+    --kiln) kiln=$(realpath -m "$2"); shift 2 ;;
+    --timeout) timeout_s=$2; shift 2 ;;
+    --out) out=$(realpath -m "$2"); shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    *) echo "unknown option: $1" >&2; exit 2 ;;
+  esac
+done
+cd "$ROOT"
+
+bench/setup.sh || { echo "bench/setup.sh failed" >&2; exit 1; }
+names=$($PY -c 'import sys; sys.path.insert(0, "python"); import export_zoo as z
+print(" ".join(z.resolve_models(sys.argv[1])))' "$models") || exit 2
+$PY python/export_zoo.py --out build/zoo --models "${names// /,}" \
+  || echo "warning: some exports failed; those models are skipped" >&2
+
+date=$(date -u "+%Y-%m-%d %H:%M:%S UTC")
+raw=build/bench/$(date -u +%Y%m%d-%H%M%S)
+mkdir -p "$raw"
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v n="$(nproc)" '{ exit !($1 > n / 2) }' /proc/loadavg; then
+  echo "warning: load average $load_start on $(nproc) CPUs; timings will be noisy" >&2
+fi
+
+# Runs one engine once: stdout to $dest.json, stderr to $dest.stderr, exit status to $dest.rc.
+run_engine() {
+  local engine=$1 model=$2 shape=$3 dest=$4 model_runs=$5 model_warmup=$6
+  local args=("$model" --shape "$shape" --threads "$threads" --runs "$model_runs"
+              --warmup "$model_warmup" --json)
+  local cmd
+  case "$engine" in
+    kiln)
+      if [[ ! -x "$kiln" ]]; then
+        : > "$dest.json"; echo "kiln binary not found at $kiln" > "$dest.stderr"
+        echo 127 > "$dest.rc"; return
+      fi
+      cmd=("$kiln" bench "${args[@]}") ;;
+    ort) cmd=(node bench/ort_bench.js "${args[@]}") ;;
+    torch) cmd=("$PY" bench/torch_bench.py "${args[@]}") ;;
+  esac
+  timeout "$timeout_s" "${cmd[@]}" > "$dest.json" 2> "$dest.stderr"
+  echo $? > "$dest.rc"
+}
+
+engines=(kiln ort torch)
+for name in $names; do
+  meta=build/zoo/$name/meta.json
+  if [[ ! -f "$meta" ]]; then
+    echo "$name: not exported, skipping" >&2; continue
+  fi
+  read -r shape flops < <($PY -c 'import json, sys; m = json.load(open(sys.argv[1]))
+print(m["input_name"] + "=" + "x".join(map(str, m["input_shape"])), m.get("flops_estimate", 0))' "$meta")
+  # Heavy models get fewer runs: assume ~20 GFLOP/s and aim at <= 20 s per process.
+  est_ms=$(( flops / 20000000 + 1 ))
+  model_runs=$(( 20000 / est_ms )); model_warmup=$warmup
+  (( model_runs > runs )) && model_runs=$runs
+  (( model_runs < 3 )) && model_runs=3
+  (( est_ms > 1000 )) && model_warmup=1
+  for (( r = 0; r < rounds; r++ )); do
+    for (( i = 0; i < ${#engines[@]}; i++ )); do
+      # rotate the starting engine each round so none always runs first
+      engine=${engines[$(( (i + r) % ${#engines[@]} ))]}
+      echo "[$name] round $(( r + 1 ))/$rounds: $engine ($shape, $model_runs runs)"
+      run_engine "$engine" "build/zoo/$name/model.onnx" "$shape" \
+        "$raw/$name.$engine.$r" "$model_runs" "$model_warmup"
+    done
+  done
+done
+
+kiln_version=$( [[ -x "$kiln" ]] && "$kiln" --version 2>/dev/null | head -n 1 )
+$PY bench/report.py "$raw" --zoo build/zoo --out "$out" --models "$names" \
+  --command "$command_line" --date "$date" --load-start "$load_start" \
+  --kiln "$kiln ${kiln_version:-(version unknown)}" \
+  --threads "$threads" --rounds "$rounds" --runs "$runs" --warmup "$warmup"
