@@ -1,6 +1,8 @@
 #include "backends/cpu/conv_dnnl.h"
 
+#include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "backends/cpu/dnnl_common.h"
 
@@ -37,6 +39,22 @@ dims spatial(const std::array<int64_t, 3>& a, int nsp, int64_t minus = 0) {
   return d;
 }
 
+// Blocked copies of x and y live only during one call, so they share one grow-only buffer per calling thread
+// instead of each cached primitive holding its own (that would double activation memory on a large 3D net).
+uint8_t* scratch(size_t bytes) {
+  thread_local std::unique_ptr<void, void (*)(void*)> buf(nullptr, std::free);
+  thread_local size_t cap = 0;
+  if (bytes > cap) {
+    buf.reset();
+    cap = 0;
+    void* q = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!q) throw std::bad_alloc();
+    buf.reset(q);
+    cap = bytes;
+  }
+  return static_cast<uint8_t*>(buf.get());
+}
+
 }  // namespace
 
 struct DnnlConv::Entry {
@@ -48,6 +66,7 @@ struct DnnlConv::Entry {
   dnnl::primitive prim;
   dnnl::memory user_src, user_dst, user_w, bias;
   dnnl::memory src, dst, w;  // what the primitive reads/writes (== user_* when no reorder is needed)
+  size_t src_bytes = 0, dst_bytes = 0;  // sizes of the blocked copies (in the shared scratch buffer)
   dnnl::reorder src_reorder, dst_reorder, w_reorder;
   bool reorder_src = false, reorder_dst = false;
   const float* w_ptr = nullptr;  // weights currently held in `w`
@@ -159,8 +178,10 @@ bool DnnlConv::run(const ConvParams& p, const float* x, const float* w, const fl
         if (has_bias) ne->bias = dnnl::memory(bias_md, eng, DNNL_MEMORY_NONE);  // plain, read in place
         ne->reorder_src = src_pd_md != user_src_md;
         ne->reorder_dst = dst_pd_md != user_dst_md;
-        ne->src = ne->reorder_src ? dnnl::memory(src_pd_md, eng) : ne->user_src;
-        ne->dst = ne->reorder_dst ? dnnl::memory(dst_pd_md, eng) : ne->user_dst;
+        ne->src = ne->reorder_src ? dnnl::memory(src_pd_md, eng, DNNL_MEMORY_NONE) : ne->user_src;
+        ne->dst = ne->reorder_dst ? dnnl::memory(dst_pd_md, eng, DNNL_MEMORY_NONE) : ne->user_dst;
+        if (ne->reorder_src) ne->src_bytes = (src_pd_md.get_size() + 63) / 64 * 64;
+        if (ne->reorder_dst) ne->dst_bytes = dst_pd_md.get_size();
         if (ne->reorder_src) ne->src_reorder = dnnl::reorder(ne->user_src, ne->src);
         if (ne->reorder_dst) ne->dst_reorder = dnnl::reorder(ne->dst, ne->user_dst);
         ne->w = dnnl::memory(w_pd_md, eng);  // owned copy of the weights in oneDNN's preferred layout
@@ -183,6 +204,11 @@ bool DnnlConv::run(const ConvParams& p, const float* x, const float* w, const fl
     e->w_reorder.execute(s, e->user_w, e->w);
     e->w_ptr = w;
     e->w_fp = fp;
+  }
+  if (e->reorder_src || e->reorder_dst) {
+    uint8_t* buf = scratch(e->src_bytes + e->dst_bytes);
+    if (e->reorder_src) e->src.set_data_handle(buf);
+    if (e->reorder_dst) e->dst.set_data_handle(buf + e->src_bytes);
   }
   e->user_src.set_data_handle(const_cast<float*>(x));
   e->user_dst.set_data_handle(y);
