@@ -355,8 +355,9 @@ std::pair<double, double> time_ms(const std::function<void()>& f, int reps) {
   std::sort(t.begin(), t.end());
   return {t.front(), t[t.size() / 2]};
 }
-void bench(const std::string& name, bool transpose, const Shape& xs, const Shape& ws, std::map<std::string, Attribute> attrs,
-           int reps, bool with_ref) {
+struct BenchResult { double plain, blocked, autos; };
+BenchResult bench(const std::string& name, bool transpose, const Shape& xs, const Shape& ws, std::map<std::string, Attribute> attrs,
+                  int reps, bool with_ref) {
   std::mt19937 rng(3);
   Node n = make_node(transpose ? "ConvTranspose" : "Conv", std::move(attrs), true);
   ConvAttrs a(n, transpose);
@@ -373,6 +374,7 @@ void bench(const std::string& name, bool transpose, const Shape& xs, const Shape
   std::printf("%-36s min/median ms: plain %8.2f /%8.2f  blocked(+reorders) %8.2f /%8.2f  reference %s  auto picks %s\n",
               name.c_str(), tp.first, tp.second, tb.first, tb.second, ref.c_str(),
               cpu::DnnlConv::choose_layout(p) == cpu::ConvLayout::Blocked ? "blocked" : "plain");
+  return {tp.first, tb.first, cpu::DnnlConv::choose_layout(p) == cpu::ConvLayout::Blocked ? tb.first : tp.first};
 }
 }  // namespace
 
@@ -392,4 +394,29 @@ TEST(ConvBench, DISABLED_PlainVsBlocked) {
   bench("convT 3x3/2 1x64x28x28->32 op1", true, {1, 64, 28, 28}, {64, 32, 3, 3},
         {{"strides", ints({2, 2})}, {"pads", ints({1, 1, 1, 1})}, {"output_padding", ints({1, 1})}}, 20, false);
   bench("convT3d 2x2x2/2 1x64x16x32x32->32", true, {1, 64, 16, 32, 32}, {64, 32, 2, 2, 2}, {{"strides", ints({2, 2, 2})}}, 5, false);
+}
+
+// The 18 Conv/ConvTranspose layers of the nnU-Net 3d_fullres model in /work/shared/nnunet-case0 on one
+// (1, 2, 32, 64, 64) tile (shapes from onnx shape inference), summed: plain-only vs blocked-only vs the auto choice.
+TEST(ConvBench, DISABLED_NnunetTile) {
+  struct L { bool t; Shape x, w; std::vector<int64_t> s, pads; };
+  const std::vector<int64_t> p011{0, 1, 1, 0, 1, 1}, p111{1, 1, 1, 1, 1, 1}, p0{0, 0, 0, 0, 0, 0};
+  const std::vector<L> layers = {
+      {false, {1, 2, 32, 64, 64}, {16, 2, 1, 3, 3}, {1, 1, 1}, p011}, {false, {1, 16, 32, 64, 64}, {16, 16, 1, 3, 3}, {1, 1, 1}, p011},
+      {false, {1, 16, 32, 64, 64}, {32, 16, 3, 3, 3}, {1, 2, 2}, p111}, {false, {1, 32, 32, 32, 32}, {32, 32, 3, 3, 3}, {1, 1, 1}, p111},
+      {false, {1, 32, 32, 32, 32}, {64, 32, 3, 3, 3}, {2, 2, 2}, p111}, {false, {1, 64, 16, 16, 16}, {64, 64, 3, 3, 3}, {1, 1, 1}, p111},
+      {false, {1, 64, 16, 16, 16}, {128, 64, 3, 3, 3}, {2, 2, 2}, p111}, {false, {1, 128, 8, 8, 8}, {128, 128, 3, 3, 3}, {1, 1, 1}, p111},
+      {true, {1, 128, 8, 8, 8}, {128, 64, 2, 2, 2}, {2, 2, 2}, p0}, {false, {1, 128, 16, 16, 16}, {64, 128, 3, 3, 3}, {1, 1, 1}, p111},
+      {false, {1, 64, 16, 16, 16}, {64, 64, 3, 3, 3}, {1, 1, 1}, p111}, {true, {1, 64, 16, 16, 16}, {64, 32, 2, 2, 2}, {2, 2, 2}, p0},
+      {false, {1, 64, 32, 32, 32}, {32, 64, 3, 3, 3}, {1, 1, 1}, p111}, {false, {1, 32, 32, 32, 32}, {32, 32, 3, 3, 3}, {1, 1, 1}, p111},
+      {true, {1, 32, 32, 32, 32}, {32, 16, 1, 2, 2}, {1, 2, 2}, p0}, {false, {1, 32, 32, 64, 64}, {16, 32, 1, 3, 3}, {1, 1, 1}, p011},
+      {false, {1, 16, 32, 64, 64}, {16, 16, 1, 3, 3}, {1, 1, 1}, p011}, {false, {1, 16, 32, 64, 64}, {3, 16, 1, 1, 1}, {1, 1, 1}, p0},
+  };
+  double tp = 0, tb = 0, ta = 0;
+  int i = 0;
+  for (const L& l : layers) {
+    BenchResult r = bench("nnunet layer " + std::to_string(i++), l.t, l.x, l.w, {{"strides", ints(l.s)}, {"pads", ints(l.pads)}}, 10, false);
+    tp += r.plain; tb += r.blocked; ta += r.autos;
+  }
+  std::printf("nnU-Net tile, sum of per-layer minima: plain %.2f ms, blocked %.2f ms, auto %.2f ms\n", tp, tb, ta);
 }
