@@ -102,7 +102,8 @@ int run_command(const RunOptions& o) {
   }
 
   const Graph& g = session->graph();
-  std::printf("model     %s  (%zu nodes, opset %lld, %s of weights)\n", o.model.c_str(), g.nodes.size(),
+  std::printf("model     %s  (%zu node%s, opset %lld, %s of weights)\n", o.model.c_str(), g.nodes.size(),
+              g.nodes.size() == 1 ? "" : "s",
               (long long)g.opset(""), fmt_bytes((double)session->stats().weight_bytes).c_str());
   for (size_t i = 0; i < feeds.size(); ++i)
     std::printf("input     %s  %s%s  <- %s\n", feeds[i].first.c_str(), dtype_name(feeds[i].second.dtype()),

@@ -102,7 +102,8 @@ int show_command(const ShowOptions& o) {
   std::stable_sort(ops.begin(), ops.end(), [](auto& a, auto& b) { return a.second > b.second; });
   std::printf("\nnodes       %zu (%zu op types)\n", g->nodes.size(), ops.size());
   for (auto& [op, count] : ops) std::printf("  %-24s %6d\n", op.c_str(), count);
-  std::printf("\nparameters  %s (%zu initializers%s)\n", fmt_count(params).c_str(), g->initializers.size(),
+  std::printf("\nparameters  %s (%zu initializer%s%s)\n", fmt_count(params).c_str(), g->initializers.size(),
+              g->initializers.size() == 1 ? "" : "s",
               constant_tensors ? (", " + std::to_string(constant_tensors) + " Constant tensors").c_str() : "");
   std::printf("weights     %s\n", fmt_bytes(weight_bytes).c_str());
 
@@ -175,9 +176,10 @@ int show_command(const ShowOptions& o) {
       macs_flops += f;
     per_node.push_back({&n, f});
   }
-  std::printf("\nflops       %s  (%sMACs x2 in Conv/ConvTranspose/MatMul/Gemm; other ops 1 per output element)\n",
+  std::printf("\nflops       %s  (%s MACs x2 in Conv/ConvTranspose/MatMul/Gemm; other ops 1 per output element)\n",
               fmt_count(total).c_str(), fmt_count(macs_flops / 2).c_str());
-  std::printf("            for %s; %zu nodes run, %d folded at load\n", used.c_str(), sp.steps.size(), sp.folded_nodes);
+  std::printf("            for %s; %zu node%s run, %d folded at load\n", used.c_str(), sp.steps.size(),
+              sp.steps.size() == 1 ? "" : "s", sp.folded_nodes);
   if (unknown) std::printf("            %d node(s) have data-dependent output shapes and are not counted\n", unknown);
   std::vector<std::pair<std::string, double>> fo(by_op.begin(), by_op.end());
   std::stable_sort(fo.begin(), fo.end(), [](auto& a, auto& b) { return a.second > b.second; });

@@ -231,7 +231,8 @@ double percentile(std::vector<double> v, double p) {
 
 std::string fmt_ms(double ms) {
   char b[64];
-  if (ms < 1) std::snprintf(b, sizeof b, "%.3f ms", ms);
+  if (ms < 0.1) std::snprintf(b, sizeof b, "%.1f us", ms * 1000.0);
+  else if (ms < 1) std::snprintf(b, sizeof b, "%.3f ms", ms);
   else if (ms < 100) std::snprintf(b, sizeof b, "%.2f ms", ms);
   else std::snprintf(b, sizeof b, "%.1f ms", ms);
   return b;
