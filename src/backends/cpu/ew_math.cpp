@@ -3,7 +3,7 @@
 // exp: x = k ln2 + r with |r| <= ln2/2 (Cody-Waite two-part ln2), expm1(r) by its Taylor series
 // to r^8 (truncation < 6e-10 relative), scaled by 2^k in two steps so denormal results are right.
 // tanh: e/(e+2) with e = expm1(2|x|), which has no cancellation for small |x|.
-// erf/erfc: |x| < 0.875: erf = x P(x^2); above: erfc = exp(-x^2) R(1/x) / x with exp(-x^2)
+// erf/erfc: |x| < 0.875: erf = x P(x^2) (erfc = 1 - erf below 0.5); above: erfc = exp(-x^2) R(1/x) / x with exp(-x^2)
 // computed from x^2 = hi + lo (FMA) so large arguments keep their relative accuracy. P and R are
 // least-squares fits (relative error weighting) to mpmath values, about 1 ulp in float arithmetic.
 // Max errors against double-precision std:: are asserted in tests/unit/elementwise_test.cpp.
@@ -103,21 +103,24 @@ inline __m256 erf_small(__m256 a) {
   return _mm256_mul_ps(p, a);
 }
 
-// erfc(a) for a >= 0.875 (a is clamped to 10; erfc(10) < 2^-149 rounds to 0 anyway).
+// erfc(a) for a >= 0.5 (a is clamped to 10; erfc(10) < 2^-149 rounds to 0 anyway).
 inline __m256 erfc_large(__m256 a) {
   a = _mm256_min_ps(a, set1(10.f));
   __m256 v = _mm256_div_ps(set1(1.f), a);
   // R(v) = erfc(1/v) exp(1/v^2) / v on two ranges of v, polynomials in v - m.
-  __m256 t1 = _mm256_sub_ps(v, set1(7.714285714e-01f));   // a in [0.875, 2.5)
-  __m256 p1 = set1(1.282895822e-02f);
-  p1 = _mm256_fmadd_ps(p1, t1, set1(-2.513976302e-03f));
-  p1 = _mm256_fmadd_ps(p1, t1, set1(-1.839850284e-02f));
-  p1 = _mm256_fmadd_ps(p1, t1, set1(3.588224575e-02f));
-  p1 = _mm256_fmadd_ps(p1, t1, set1(-4.653151706e-02f));
-  p1 = _mm256_fmadd_ps(p1, t1, set1(3.611705452e-02f));
-  p1 = _mm256_fmadd_ps(p1, t1, set1(2.180250548e-02f));
-  p1 = _mm256_fmadd_ps(p1, t1, set1(-1.681980193e-01f));
-  p1 = _mm256_fmadd_ps(p1, t1, set1(4.645656943e-01f));
+  __m256 t1 = _mm256_sub_ps(v, set1(1.2f));   // a in [0.5, 2.5)
+  __m256 p1 = set1(-5.612536334e-04f);
+  p1 = _mm256_fmadd_ps(p1, t1, set1(6.272775354e-04f));
+  p1 = _mm256_fmadd_ps(p1, t1, set1(6.805824814e-04f));
+  p1 = _mm256_fmadd_ps(p1, t1, set1(-1.685741590e-03f));
+  p1 = _mm256_fmadd_ps(p1, t1, set1(2.541111782e-03f));
+  p1 = _mm256_fmadd_ps(p1, t1, set1(-4.661623389e-03f));
+  p1 = _mm256_fmadd_ps(p1, t1, set1(7.219018415e-03f));
+  p1 = _mm256_fmadd_ps(p1, t1, set1(-7.403675467e-03f));
+  p1 = _mm256_fmadd_ps(p1, t1, set1(-1.563774189e-03f));
+  p1 = _mm256_fmadd_ps(p1, t1, set1(3.707758337e-02f));
+  p1 = _mm256_fmadd_ps(p1, t1, set1(-1.396578550e-01f));
+  p1 = _mm256_fmadd_ps(p1, t1, set1(3.981708884e-01f));
   __m256 t2 = _mm256_sub_ps(v, set1(2.5e-01f));           // a in [2.5, 10]
   __m256 p2 = set1(-7.479631901e-01f);
   p2 = _mm256_fmadd_ps(p2, t2, set1(-2.679489553e-02f));
@@ -141,10 +144,11 @@ inline __m256 erfc_large(__m256 a) {
 inline void erf_pos(__m256 a, __m256* erf_a, __m256* erfc_a) {
   __m256 small = _mm256_cmp_ps(a, set1(0.875f), _CMP_LT_OQ);
   __m256 es = erf_small(a);
-  __m256 el = erfc_large(_mm256_max_ps(a, set1(0.875f)));
+  __m256 el = erfc_large(_mm256_max_ps(a, set1(0.5f)));
   __m256 one = set1(1.f);
+  // erf from the series below 0.875; erfc from the series only below 0.5 (less cancellation).
   *erf_a = _mm256_blendv_ps(_mm256_sub_ps(one, el), es, small);
-  *erfc_a = _mm256_blendv_ps(el, _mm256_sub_ps(one, es), small);
+  *erfc_a = _mm256_blendv_ps(el, _mm256_sub_ps(one, es), _mm256_cmp_ps(a, set1(0.5f), _CMP_LT_OQ));
 }
 
 inline __m256 erf8(__m256 x) {
