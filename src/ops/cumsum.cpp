@@ -34,13 +34,16 @@ class CumSumK : public Kernel {
       T* dst = y.data<T>();
 #pragma omp parallel for schedule(static) if (x.numel() > (1 << 16) && outer > 1)
       for (int64_t o = 0; o < outer; ++o) {
-        for (int64_t i = 0; i < inner; ++i) {
-          T acc = 0;
-          for (int64_t k = 0; k < len; ++k) {
-            const int64_t j = reverse_ ? len - 1 - k : k;
-            const int64_t at = (o * len + j) * inner + i;
-            if (exclusive_) { dst[at] = acc; acc = (T)(acc + src[at]); }
-            else { acc = (T)(acc + src[at]); dst[at] = acc; }
+        // Walk the axis once, keeping a running sum per inner position (contiguous rows).
+        std::vector<T> acc((size_t)inner, T(0));
+        for (int64_t k = 0; k < len; ++k) {
+          const int64_t j = reverse_ ? len - 1 - k : k;
+          const T* s = src + (o * len + j) * inner;
+          T* d = dst + (o * len + j) * inner;
+          if (exclusive_) {
+            for (int64_t i = 0; i < inner; ++i) { d[i] = acc[i]; acc[i] = (T)(acc[i] + s[i]); }
+          } else {
+            for (int64_t i = 0; i < inner; ++i) { acc[i] = (T)(acc[i] + s[i]); d[i] = acc[i]; }
           }
         }
       }

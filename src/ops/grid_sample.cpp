@@ -197,7 +197,7 @@ class GridSampleK : public Kernel {
     }
   }
 
-  const Node& n_;
+  Node n_;  // a copy: the kernel must not depend on the graph's node storage
   int opset_;
   bool align_ = false;
   GsMode mode_ = GsMode::Linear;

@@ -95,7 +95,7 @@ class NmsK : public Kernel {
   }
 
  private:
-  const Node& n_;
+  Node n_;  // a copy: the kernel must not depend on the graph's node storage
   int64_t center_ = 0;
 };
 

@@ -85,7 +85,7 @@ class RandomK : public Kernel {
     if (!ok) fail(n_.describe() + ": output dtype " + dtype_name(t) + " is not allowed here");
   }
 
-  const Node& n_;
+  Node n_;  // a copy: the kernel must not depend on the graph's node storage
   Dist dist_;
   bool like_;
   std::mt19937 gen_;

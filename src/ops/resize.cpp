@@ -288,7 +288,7 @@ class ResizeK : public Kernel {
     return s;
   }
 
-  const Node& n_;
+  Node n_;  // a copy: the kernel must not depend on the graph's node storage
   int opset_;
   bool upsample_;
   cpu::ResizeOptions o_;

@@ -134,7 +134,7 @@ class RoiAlignK : public Kernel {
     }
   }
 
-  const Node& n_;
+  Node n_;  // a copy: the kernel must not depend on the graph's node storage
   bool max_ = false, half_pixel_ = true;
   int64_t oh_ = 1, ow_ = 1, sr_ = 0;
   double scale_ = 1;

@@ -302,3 +302,34 @@ TEST(Einsum, DiagonalEllipsisAndImplicitOutput) {
                         {tensor_f32({2, 3}, std::vector<float>(6)), tensor_f32({4, 2}, std::vector<float>(8))}),
                Error);
 }
+
+// Before opset 13 Softmax flattens to 2-D at `axis`: axis=0 normalises over the whole tensor; from opset 13
+// axis=0 normalises each column separately.
+TEST(SoftmaxOp, OpsetSemanticsDiffer) {
+  Tensor x = tensor_f32({2, 3}, {0, 1, 2, 3, 4, 5});
+  auto old = run_node(make_node("Softmax", 1, 1, {{"axis", attr_i(0)}}), 11, {x});
+  auto neu = run_node(make_node("Softmax", 1, 1, {{"axis", attr_i(0)}}), 13, {x});
+  double total = 0;
+  for (int i = 0; i < 6; ++i) total += old[0].data<float>()[i];
+  EXPECT_NEAR(total, 1.0, 1e-6);
+  EXPECT_NEAR(old[0].data<float>()[5], std::exp(5.0) / (std::exp(0.0) + std::exp(1.0) + std::exp(2.0) + std::exp(3.0) + std::exp(4.0) + std::exp(5.0)), 1e-6);
+  for (int j = 0; j < 3; ++j) EXPECT_NEAR(neu[0].data<float>()[j] + neu[0].data<float>()[3 + j], 1.0, 1e-6);
+  EXPECT_NEAR(neu[0].data<float>()[0], 1.0 / (1.0 + std::exp(3.0)), 1e-6);
+  // Hardmax at opset 11, default axis 1 on [2, 3]: one-hot per row at the first maximum.
+  auto h = run_node(make_node("Hardmax", 1, 1), 11, {tensor_f32({2, 3}, {1, 5, 5, 7, 0, 7})});
+  const float want[] = {0, 1, 0, 1, 0, 0};
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(h[0].data<float>()[i], want[i]) << i;
+}
+
+TEST(ReduceOp, AxesAttributeBeforeOpset18) {
+  Attribute axes;
+  axes.kind = Attribute::Ints;
+  axes.ints = {0};
+  Tensor x = tensor_f32({2, 2}, {1, 2, 3, 4});
+  auto y = run_node(make_node("ReduceMax", 1, 1, {{"axes", axes}, {"keepdims", attr_i(0)}}), 13, {x});
+  ASSERT_EQ(y[0].shape(), (Shape{2}));
+  EXPECT_EQ(y[0].data<float>()[0], 3.f);
+  EXPECT_EQ(y[0].data<float>()[1], 4.f);
+  // ReduceSum takes axes as an input from opset 13: the attribute form is rejected there.
+  EXPECT_THROW(make(make_node("ReduceSum", 1, 1, {{"axes", axes}}), 13), Error);
+}

@@ -360,20 +360,34 @@ void red_softmax_f32(bool log, const float* x, float* y, int64_t outer, int64_t 
 
 namespace {
 
-double row_sum_d(const float* x, int64_t n) {
+// Shifted one-pass moments: with d = x - k (k = the row's first value, close to the data), accumulates
+// sum d and sum d^2 in double. The shift removes the cancellation of the textbook E[x^2] - E[x]^2 form,
+// so one read of the row gives mean and variance accurately.
+void row_shifted_sums_d(const float* x, int64_t n, float k, double* s1, double* s2) {
   int64_t i = 0;
-  double s = 0;
+  double a = 0, q = 0;
 #ifdef KILN_RED_AVX2
-  __m256d a0 = _mm256_setzero_pd(), a1 = a0;
+  __m256d a0 = _mm256_setzero_pd(), a1 = a0, q0 = a0, q1 = a0;
+  const __m256 vk = _mm256_set1_ps(k);
   for (; i + 8 <= n; i += 8) {
-    __m256 v = _mm256_loadu_ps(x + i);
-    a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
-    a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    __m256 v = _mm256_sub_ps(_mm256_loadu_ps(x + i), vk);
+    __m256d d0 = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+    __m256d d1 = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+    a0 = _mm256_add_pd(a0, d0);
+    a1 = _mm256_add_pd(a1, d1);
+    q0 = _mm256_fmadd_pd(d0, d0, q0);
+    q1 = _mm256_fmadd_pd(d1, d1, q1);
   }
-  s = hsum_pd(_mm256_add_pd(a0, a1));
+  a = hsum_pd(_mm256_add_pd(a0, a1));
+  q = hsum_pd(_mm256_add_pd(q0, q1));
 #endif
-  for (; i < n; ++i) s += x[i];
-  return s;
+  for (; i < n; ++i) {
+    double d = (double)(x[i] - k);
+    a += d;
+    q += d * d;
+  }
+  *s1 = a;
+  *s2 = q;
 }
 
 // sum of (x - c)^2 in double.
@@ -401,8 +415,15 @@ void red_row_moments_f32(const float* x, int64_t rows, int64_t n, float eps, flo
 #pragma omp parallel for schedule(static) if (rows * n > kParallelMin && rows > 1)
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * n;
-    double m = n ? row_sum_d(xr, n) / (double)n : 0.0;
-    double v = n ? row_centered_sq_d(xr, n, m) / (double)n : 0.0;
+    double m = 0, v = 0;
+    if (n) {
+      const float k = xr[0];
+      double s1, s2;
+      row_shifted_sums_d(xr, n, k, &s1, &s2);
+      const double md = s1 / (double)n;
+      m = (double)k + md;
+      v = std::max(0.0, s2 / (double)n - md * md);
+    }
     mean[r] = (float)m;
     inv_std[r] = (float)(1.0 / std::sqrt(v + (double)eps));
   }

@@ -16,7 +16,7 @@ void red_softmax_f32(bool log, const float* x, float* y, int64_t outer, int64_t 
 // exp of n floats (vectorised; max relative error about 2 ulp vs std::exp for |x| <= 87).
 void red_exp_f32(const float* x, float* y, int64_t n);
 
-// Mean and 1/sqrt(var + eps) of each row of [rows, n]; two-pass in double.
+// Mean and 1/sqrt(var + eps) of each row of [rows, n]; one read per row (shifted sums in double).
 void red_row_moments_f32(const float* x, int64_t rows, int64_t n, float eps, float* mean, float* inv_std);
 
 // y[r, i] = (x[r, i] - mean[r]) * inv_std[r] * scale[i] + bias[i]; scale/bias of length n (bias may be null).
