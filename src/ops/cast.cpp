@@ -107,8 +107,7 @@ void cast_tensor(const Tensor& x0, Tensor& y) {
     visit_numeric(from, [&](auto tag) {
       using T = decltype(tag);
       if constexpr (std::is_same_v<T, float>) {
-        if (h) unary_map(x.data<T>(), o, n, [](float v) { return float_to_half(v); });
-        else unary_map(x.data<T>(), o, n, [](float v) { return float_to_bfloat16(v); });
+        from_f32(x, y);
       } else {
         if (h) unary_map(x.data<T>(), o, n, [](T v) { return float_to_half(to_float_odd((double)v)); });
         else unary_map(x.data<T>(), o, n, [](T v) { return float_to_bfloat16(to_float_odd((double)v)); });

@@ -152,6 +152,41 @@ TEST(EwMath, GeluWithinUlpsPlusArgumentConditioning) {
   EXPECT_LE(max_ulp(ew::gelu_erf_f32, [](double x) { return ew::ref::gelu_erf(x); }, small, &a2), 8.0) << a2;
 }
 
+TEST(EwMath, HalfConversionsMatchCore) {
+  // Every half / bfloat16 pattern to float; NaN stays NaN (payload may differ), others bit-exact.
+  std::vector<uint16_t> all(65536);
+  for (int i = 0; i < 65536; ++i) all[i] = (uint16_t)i;
+  std::vector<float> f(65536);
+  ew::f16_to_f32(all.data(), f.data(), 65536);
+  for (int i = 0; i < 65536; ++i) {
+    float want = half_to_float(all[i]);
+    if (std::isnan(want)) ASSERT_TRUE(std::isnan(f[i])) << i;
+    else ASSERT_EQ(f[i], want) << i;
+  }
+  ew::bf16_to_f32(all.data(), f.data(), 65536);
+  for (int i = 0; i < 65536; ++i) {
+    float want = bfloat16_to_float(all[i]);
+    if (std::isnan(want)) ASSERT_TRUE(std::isnan(f[i])) << i;
+    else ASSERT_EQ(f[i], want) << i;
+  }
+  // Float -> half/bfloat16 over a sweep of all magnitudes (incl. denormal halves, overflow, ties).
+  std::vector<float> xs = sweep(INFINITY);
+  for (float v : {65504.f, 65520.f, 65519.f, 1.0009765625f + 0.00048828125f, 5.96e-8f, 2.98e-8f, 1e-8f,
+                  INFINITY, -INFINITY, std::numeric_limits<float>::quiet_NaN()}) { xs.push_back(v); xs.push_back(-v); }
+  std::vector<uint16_t> h(xs.size()), b(xs.size());
+  ew::f32_to_f16(xs.data(), h.data(), (int64_t)xs.size());
+  ew::f32_to_bf16(xs.data(), b.data(), (int64_t)xs.size());
+  for (size_t i = 0; i < xs.size(); ++i) {
+    if (std::isnan(xs[i])) {
+      EXPECT_TRUE(std::isnan(half_to_float(h[i])));
+      EXPECT_TRUE(std::isnan(bfloat16_to_float(b[i])));
+      continue;
+    }
+    ASSERT_EQ(h[i], float_to_half(xs[i])) << xs[i];
+    ASSERT_EQ(b[i], float_to_bfloat16(xs[i])) << xs[i];
+  }
+}
+
 // ---------- broadcast plans ----------
 
 TEST(EwBroadcast, PlanMatchesReferenceWalk) {

@@ -643,3 +643,29 @@ TEST(MatMulPoolTiming, DISABLED_ReportMsPerCall) {
                 c.name, fast, gflop / fast * 1e3, omp_get_max_threads(), slow, slow / fast, ref, ref / fast);
   }
 }
+
+TEST(MatMulPoolTiming, DISABLED_PoolingMsPerCall) {
+  std::mt19937 rng(2);
+  // ResNet-50 stem max pool: 1x64x112x112, 3x3 stride 2 pad 1.
+  PoolCase c{"MaxPool", {1, 64, 112, 112}, {3, 3}, {2, 2}, {1, 1, 1, 1}};
+  Tensor X = random_tensor(rng, c.x);
+  Node n = pool_node(c);
+  auto k = make(n, 22);
+  mm::PoolAttrs a = attrs_of(c);
+  mm::PoolGeom g = mm::pool_geometry(a, c.x, "timing");
+  Tensor Y(DType::Float32, g.out_shape());
+  std::vector<const Tensor*> pin{&X};
+  std::vector<Tensor*> pout{&Y};
+  TensorType xt = TensorType::of(DType::Float32, c.x);
+  InferContext ictx(n, {&xt}, {nullptr});
+  k->infer(ictx);
+  RunContext rctx(n, pin, pout);
+  const double fast = time_ms([&] { k->run(rctx); }, 50);
+  const double ref = time_ms([&] { mm::ref_pool(DType::Float32, a, g, X.raw(), Y.raw(), nullptr); }, 5);
+  std::printf("%-50s node %8.3f ms   reference kernel %8.3f ms (%.0fx)\n", "MaxPool 1x64x112x112 k3 s2 p1", fast, ref, ref / fast);
+  // ResNet-50 head: GlobalAveragePool 1x2048x7x7.
+  Tensor X2 = random_tensor(rng, {1, 2048, 7, 7});
+  Tensor Y2(DType::Float32, {1, 2048, 1, 1});
+  const double gap = time_ms([&] { mm::global_pool(DType::Float32, mm::PoolKind::Avg, 2, X2.raw(), Y2.raw(), 2048, 49); }, 200);
+  std::printf("%-50s %8.3f ms\n", "GlobalAveragePool 1x2048x7x7", gap);
+}

@@ -79,21 +79,21 @@ DnnlConv::~DnnlConv() = default;
 size_t DnnlConv::cached_entries() const { return entries_.size(); }
 
 ConvLayout DnnlConv::choose_layout(const ConvParams& p) {
-  // From ConvBench.DISABLED_PlainVsBlocked (min of 20 runs, 1 thread, this AVX-512 host; oneDNN picks nhwc /
-  // nChw16c for "blocked"): blocked activations + the two reorders win for every spatial kernel (resnet 3x3 64ch
-  // 1.10 vs 2.06 ms, 3D 3x3x3 32ch 1.27 vs 6.35 s, 3D first layer C=4 20 vs 83 ms, stem 7x7 C=3 1.57 vs 2.55 ms,
-  // depthwise 0.41 vs 2.50 ms, 1D k3 0.58 vs 0.77 ms), because plain layouts only get oneDNN's im2col+GEMM kernel.
-  // Plain wins where that GEMM needs no im2col: pointwise convolutions (1x1 0.12 vs 0.18 ms, 1x1x1 3D 2.0 vs
-  // 18 ms) and transposed convolutions whose taps do not overlap (kernel == stride, no padding: 2x2/2 0.24 vs
-  // 0.35 ms, 2x2x2/2 3D 56 vs 67 ms).
-  bool pointwise = true, non_overlapping = true;
-  for (int i = 0; i < 3; ++i) {
-    const bool unpadded = p.pad_l[i] == 0 && p.pad_r[i] == 0;
-    pointwise = pointwise && p.k[i] == 1 && unpadded;
-    non_overlapping = non_overlapping && p.k[i] == p.stride[i] && p.dil[i] == 1 && unpadded;
-  }
-  if (!p.transpose) return pointwise ? ConvLayout::Plain : ConvLayout::Blocked;
-  return non_overlapping ? ConvLayout::Plain : ConvLayout::Blocked;
+  // From ConvBench.DISABLED_* (minimum of 10-20 runs; this host has AVX-512, where oneDNN's "blocked" choice is
+  // nhwc/ndhwc for convolutions and nChw16c for deconvolutions). With plain nc<spatial> activations oneDNN only
+  // offers its im2col + GEMM kernel; blocked activations get the brgemm/jit kernels, and pay two reorders.
+  //  * Convolutions with a spatial kernel: blocked wins everywhere, 1 thread: resnet 3x3 64ch 1.10 vs 2.06 ms,
+  //    3D 3x3x3 32ch 1x32x64x128x128 1.27 vs 6.35 s, 3D C=4 first layer 20 vs 83 ms, 7x7 stem 1.57 vs 2.55 ms,
+  //    depthwise 3x3 0.41 vs 2.50 ms, 1D k3 0.58 vs 0.77 ms; the nnU-Net tile's 14 such layers all agree.
+  //  * Pointwise convolutions (1x1, unpadded): plain is a single GEMM with no im2col and wins: 0.12 vs 0.18 ms
+  //    (256->64 at 28x28), 2.0 vs 18 ms (3D 1x1x1), 0.41 vs 1.50 ms (nnU-Net head).
+  //  * Transposed convolutions: blocked, although for kernel == stride (2x2/2 upsampling) plain was 15-60% faster
+  //    with 1 thread (nnU-Net 2x2x2/2 layers: 1.0 vs 1.2, 3.5 vs 8.6, 17 vs 22 ms): with 2 threads on the shared,
+  //    oversubscribed host the GEMM + col2im deconvolution, which opens many parallel regions, degraded to
+  //    296-1256 ms against 72-80 ms blocked, and 3x3 deconvolutions are faster blocked anyway (1.78 vs 3.35 ms).
+  bool pointwise = !p.transpose;
+  for (int i = 0; i < 3; ++i) pointwise = pointwise && p.k[i] == 1 && p.pad_l[i] == 0 && p.pad_r[i] == 0;
+  return pointwise ? ConvLayout::Plain : ConvLayout::Blocked;
 }
 
 bool DnnlConv::run(const ConvParams& p, const float* x, const float* w, const float* b, float* y, bool weights_constant) {

@@ -36,3 +36,12 @@ template <class T> inline T gelu_tanh(T x) {
 namespace kiln::cpu::ew {
 void sqrt_f32(const float* x, float* y, int64_t n);  // correctly rounded (vsqrtps), NaN for x < 0
 }
+
+namespace kiln::cpu::ew {
+// float32 <-> float16 (F16C, round to nearest even) and bfloat16 (round to nearest even, NaN kept
+// quiet). Same results as kiln::float_to_half / float_to_bfloat16, checked in the unit test.
+void f32_to_f16(const float* x, uint16_t* y, int64_t n);
+void f16_to_f32(const uint16_t* x, float* y, int64_t n);
+void f32_to_bf16(const float* x, uint16_t* y, int64_t n);
+void bf16_to_f32(const uint16_t* x, float* y, int64_t n);
+}

@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "backends/cpu/ew_iter.h"
+#include "backends/cpu/ew_math.h"
 #include "ops/common.h"
 
 namespace kiln::cpu::ew {
@@ -80,10 +81,11 @@ inline Tensor to_f32(const Tensor& t) {
   Tensor f(DType::Float32, t.shape());
   const uint16_t* s = t.data<uint16_t>();
   float* d = f.data<float>();
-  if (t.dtype() == DType::Float16)
-    for (int64_t i = 0; i < t.numel(); ++i) d[i] = half_to_float(s[i]);
-  else
-    for (int64_t i = 0; i < t.numel(); ++i) d[i] = bfloat16_to_float(s[i]);
+  bool h = t.dtype() == DType::Float16;
+  parallel_chunks(t.numel(), [&](int64_t b, int64_t e) {
+    if (h) f16_to_f32(s + b, d + b, e - b);
+    else bf16_to_f32(s + b, d + b, e - b);
+  });
   return f;
 }
 
@@ -91,10 +93,11 @@ inline Tensor to_f32(const Tensor& t) {
 inline void from_f32(const Tensor& f, Tensor& out) {
   const float* s = f.data<float>();
   uint16_t* d = out.data<uint16_t>();
-  if (out.dtype() == DType::Float16)
-    for (int64_t i = 0; i < f.numel(); ++i) d[i] = float_to_half(s[i]);
-  else
-    for (int64_t i = 0; i < f.numel(); ++i) d[i] = float_to_bfloat16(s[i]);
+  bool h = out.dtype() == DType::Float16;
+  parallel_chunks(f.numel(), [&](int64_t b, int64_t e) {
+    if (h) f32_to_f16(s + b, d + b, e - b);
+    else f32_to_bf16(s + b, d + b, e - b);
+  });
 }
 
 // Calls f(T{}) for numeric dtypes and bool (as uint8 with is_bool set by the caller's dtype check).
