@@ -204,7 +204,12 @@ class BinaryK : public Kernel {
       case Bin::Div: bc<T>(a, b, y, [](T u, T v) { return cdiv(u, v); }); break;
       case Bin::Max: bc<T>(a, b, y, [](T u, T v) { return vmax(u, v); }); break;
       case Bin::Min: bc<T>(a, b, y, [](T u, T v) { return vmin(u, v); }); break;
-      case Bin::PRelu: bc<T>(a, b, y, [](T x, T s) { return x < T(0) ? wmul(s, x) : x; }); break;
+      case Bin::PRelu:
+        if constexpr (std::is_floating_point_v<T>)  // max(x,0) + s min(x,0): vectorisable shape
+          bc<T>(a, b, y, [](T x, T s) { T p = T(0) > x ? T(0) : x, q = T(0) < x ? T(0) : x; return p + s * q; });
+        else
+          bc<T>(a, b, y, [](T x, T s) { return x < T(0) ? wmul(s, x) : x; });
+        break;
       case Bin::Mod:
         if constexpr (std::is_floating_point_v<T>) {
           bc<T>(a, b, y, [](T u, T v) { return (T)std::fmod(u, v); });

@@ -170,7 +170,7 @@ class UnaryK : public Kernel {
           if constexpr (std::is_floating_point_v<T>) map([](T v) { return v > 0 ? T(1) : v < 0 ? T(-1) : v; });
           else map([](T v) { return v > 0 ? T(1) : v < 0 ? T(-1) : T(0); });
           return;
-        case Un::Relu: map([](T v) { return v > T(0) ? v : T(0); }); return;
+        case Un::Relu: map([](T v) { return v < T(0) ? T(0) : v; }); return;  // NaN stays NaN
         case Un::Clip: {
           T lo = clip_bound<T>(ctx, 1, true), hi = clip_bound<T>(ctx, 2, false);
           map([lo, hi](T v) { T t = v < lo ? lo : v; return t > hi ? hi : t; });
@@ -179,7 +179,7 @@ class UnaryK : public Kernel {
         case Un::Shrink: {
           T l = (T)alpha_, b = (T)beta_;
           if constexpr (std::is_floating_point_v<T>) {
-            map([l, b](T v) { return v < -l ? T(v + b) : v > l ? T(v - b) : T(0); });
+            map([l, b](T v) { T p = v + b, q = v - b; return v < -l ? p : v > l ? q : T(0); });
           } else {
             double ld = alpha_, bd = beta_;
             map([ld, bd](T v) { double d = (double)v; return d < -ld ? (T)(d + bd) : d > ld ? (T)(d - bd) : T(0); });
@@ -213,7 +213,9 @@ class UnaryK : public Kernel {
           case Un::Atanh: map([](T v) { return std::atanh(v); }); break;
           case Un::Tanh: map([](T v) { return std::tanh(v); }); break;
           case Un::Sigmoid: map([](T v) { return ref::sigmoid(v); }); break;
-          case Un::LeakyRelu: map([al](T v) { return v < T(0) ? al * v : v; }); break;
+          // max(v,0) + alpha min(v,0): min/max shapes vectorise (a plain select does not); NaN
+          // propagates through both terms.
+          case Un::LeakyRelu: map([al](T v) { T p = T(0) > v ? T(0) : v, q = T(0) < v ? T(0) : v; return p + al * q; }); break;
           case Un::HardSigmoid: map([al, be](T v) { T t = al * v + be; t = t < T(0) ? T(0) : t; return t > T(1) ? T(1) : t; }); break;
           case Un::HardSwish:
             map([](T v) { T t = v * T(1.0 / 6.0) + T(0.5); t = t < T(0) ? T(0) : t; return v * (t > T(1) ? T(1) : t); });

@@ -240,6 +240,33 @@ TEST(Conv, Float64AndFloat16UseTheReference) {
   for (int64_t i = 0; i < y32.numel(); ++i) EXPECT_NEAR(half_to_float(y16.data<uint16_t>()[i]), y32.data<float>()[i], 0.03);
 }
 
+// W fed at run time (not known while planning): rewriting it in place between runs must change the result,
+// i.e. the kernel does not reuse weights reordered for the old contents.
+TEST(Conv, RuntimeWeightsAreNotCachedByPointer) {
+  std::mt19937 rng(11);
+  Node n = make_node("Conv", {{"pads", ints({1, 1, 1, 1})}});
+  Tensor x = random_tensor({1, 16, 6, 6}, rng), w = random_tensor({16, 16, 3, 3}, rng);
+  auto k = registry().find("", "Conv", 22)->make(n, 22);
+  TensorType xt = TensorType::of(DType::Float32, x.shape()), wt = TensorType::of(DType::Float32, w.shape());
+  InferContext ic(n, {&xt, &wt}, {nullptr, nullptr});
+  k->infer(ic);
+  Tensor y1(DType::Float32, {1, 16, 6, 6}), y2(DType::Float32, {1, 16, 6, 6});
+  RunContext r1(n, {&x, &w}, {&y1});
+  k->run(r1);
+  // Change a single weight that the fingerprint samples do not cover (index 1 of 2304; samples step by 36).
+  w.data<float>()[1] += 1.0f;
+  RunContext r2(n, {&x, &w}, {&y2});
+  k->run(r2);
+  Tensor ref(DType::Float32, {1, 16, 6, 6});
+  cpu::ConvParams p = conv_params(n, ConvAttrs(n, false), x.shape(), w.shape());
+  cpu::conv_reference(p, x, w, nullptr, ref);
+  double worst = 0;
+  for (int64_t i = 0; i < ref.numel(); ++i) worst = std::max(worst, (double)std::fabs(y2.data<float>()[i] - ref.data<float>()[i]));
+  // 144 terms of |.| <= 2: float32 error far below 1e-3, while stale weights would be off by up to |x| ~ 1.
+  EXPECT_LT(worst, 1e-3);
+  EXPECT_NE(std::memcmp(y1.raw(), y2.raw(), y1.nbytes()), 0);
+}
+
 TEST(Conv, ConvTransposeKnownValues) {
   // 1x1x2 input, kernel [1, 2, 3], stride 2, output_padding 1: y = [1, 2, 3+2*1, 4, 6, 0] + bias 0.5
   Node n = make_node("ConvTranspose", {{"strides", ints({2})}, {"output_padding", ints({1})}}, true);
@@ -267,6 +294,16 @@ TEST(Conv, ShapeInferenceKeepsSymbolicBatch) {
   EXPECT_EQ(y.dims[1].value, 8);
   EXPECT_EQ(y.dims[2].value, 16);
   EXPECT_FALSE(y.dims[3].known());
+  // W's shape unknown but kernel_shape given: spatial dims still computed; output channels unknown.
+  TensorType wunk;
+  wunk.dtype = DType::Float32;
+  Node nk = make_node("Conv", {{"kernel_shape", ints({3, 3})}, {"strides", ints({2, 2})}, {"pads", ints({1, 1, 1, 1})}});
+  x.dims = {Dim::sym("batch"), Dim::of(3), Dim::of(32), Dim::of(17)};
+  TensorType yk = conv_infer(nk, ConvAttrs(nk, false), x, wunk, nullptr);
+  ASSERT_EQ(yk.rank(), 4);
+  EXPECT_FALSE(yk.dims[1].known());
+  EXPECT_EQ(yk.dims[2].value, 16);
+  EXPECT_EQ(yk.dims[3].value, 9);
   // Unknown rank in: unknown out.
   TensorType unk;
   unk.dtype = DType::Float32;

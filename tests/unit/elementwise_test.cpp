@@ -426,6 +426,18 @@ TEST(EwNode, CastToUnsupportedTypesIsReported) {
   }
 }
 
+TEST(EwNode, ReluFamilyValuesAndNaN) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  Tensor x = tensor<float>(DType::Float32, {4}, {-2.f, 3.f, 0.f, nan});
+  auto r = values<float>(run_node(make_node("Relu", 1), {x}, 14));
+  EXPECT_EQ(r[0], 0.f); EXPECT_EQ(r[1], 3.f); EXPECT_EQ(r[2], 0.f); EXPECT_TRUE(std::isnan(r[3]));
+  auto l = values<float>(run_node(make_node("LeakyRelu", 1, {{"alpha", float_attr(0.5f)}}), {x}, 16));
+  EXPECT_EQ(l[0], -1.f); EXPECT_EQ(l[1], 3.f); EXPECT_EQ(l[2], 0.f); EXPECT_TRUE(std::isnan(l[3]));
+  Tensor s = tensor<float>(DType::Float32, {1}, {0.25f});
+  auto p = values<float>(run_node(make_node("PRelu", 2), {x, s}, 16));
+  EXPECT_EQ(p[0], -0.5f); EXPECT_EQ(p[1], 3.f); EXPECT_EQ(p[2], 0.f); EXPECT_TRUE(std::isnan(p[3]));
+}
+
 TEST(EwNode, UnaryFastPathMatchesReferenceInKernel) {
   // Sigmoid/Tanh/Gelu through the node (parallel chunks) vs the scalar double reference.
   std::mt19937 rng(11);

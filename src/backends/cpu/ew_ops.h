@@ -11,6 +11,9 @@
 
 namespace kiln::cpu::ew {
 
+// Note for op lambdas: GCC (with its default -ftrapping-math) vectorises selects only in the
+// max/min shapes `a > b ? a : b` / `a < b ? a : b`; write other selects in those terms.
+
 // One row of a binary op. sa/sb are 0 (broadcast scalar) or 1 (contiguous); each case is its own
 // simple loop so the compiler vectorises it.
 template <class TA, class TB, class R, class Op>
@@ -67,10 +70,12 @@ void ternary_broadcast(const TC* c, const Shape& cs, const T* x, const Shape& xs
 
 // y[i] = f(x[i]) over contiguous data, chunked in parallel for large n.
 template <class T, class R, class F>
+inline void unary_loop(const T* x, R* y, int64_t n, F f) {
+  for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+}
+template <class T, class R, class F>
 void unary_map(const T* x, R* y, int64_t n, F f) {
-  parallel_chunks(n, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) y[i] = f(x[i]);
-  });
+  parallel_chunks(n, [&](int64_t b, int64_t e) { unary_loop(x + b, y + b, e - b, f); });
 }
 
 inline bool is_half(DType t) { return t == DType::Float16 || t == DType::BFloat16; }
