@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential cmake ninja-build g++ clang libclang-rt-14-dev libomp-dev
   libdnnl-dev libprotobuf-dev protobuf-compiler libonnx-dev
-  nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev
+  nlohmann-json3-dev libcli11-dev libpng-dev python3-scipy python3-skimage python3-nibabel libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev
   python3-numpy python3-torch python3-torchvision python3-onnx python3-sklearn libopenblas0-openmp
   nodejs npm
 )
