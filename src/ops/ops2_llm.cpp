@@ -5,7 +5,7 @@
 // cos/sin: [max_pos, rd/2] gathered by position_ids [B, S], or [B, S, rd/2] without position_ids.
 // Non-interleaved pairs are (x[k], x[k + rd/2]); interleaved pairs are (x[2k], x[2k+1]):
 //   out1 = cos * x1 - sin * x2, out2 = sin * x1 + cos * x2.
-// Swish(x) = x * sigmoid(alpha * x); SwiGLU(a, b) = Swish(a, alpha) * b (numpy broadcast).
+// Swish(x) = x * sigmoid(alpha * x); SwiGLU (opset 28)(a, b) = Swish(a, alpha) * b, identical shapes.
 #include <cmath>
 
 #include "backends/cpu/red_util.h"
@@ -97,7 +97,14 @@ class SwishK : public Kernel {
     if (!is_float(x.dtype)) unsupported(n_.describe() + ": input type " + dtype_name(x.dtype) + " is not supported (float types only)");
     if (!GLU) { ctx.set_output(0, x); return; }
     if (ctx.input_type(1).dtype != x.dtype) fail(n_.describe() + ": inputs must have the same type");
-    ctx.set_output(0, broadcast_types(n_, {&x, &ctx.input_type(1)}, x.dtype));
+    const TensorType& b = ctx.input_type(1);
+    if (x.has_shape && b.has_shape) {
+      bool ok = x.rank() == b.rank();
+      for (int d = 0; ok && d < x.rank(); ++d)
+        if (x.dims[d].known() && b.dims[d].known() && x.dims[d].value != b.dims[d].value) ok = false;
+      if (!ok) fail(n_.describe() + ": A and B must have identical shapes (no broadcasting), got " + x.str() + " and " + b.str());
+    }
+    ctx.set_output(0, x.has_shape ? x : b);
   }
   void run(RunContext& ctx) override {
     const Tensor& A = ctx.input(0);
@@ -109,20 +116,9 @@ class SwishK : public Kernel {
       for (int64_t i = 0; i < A.numel(); ++i) y[i] = swish(af.data<float>()[i]);
     } else {
       const Tensor& Bt = ctx.input(1);
+      if (Bt.shape() != A.shape()) fail(n_.describe() + ": A and B must have identical shapes, got " + shape_str(A.shape()) + " and " + shape_str(Bt.shape()));
       Tensor bf = cpu::red_as_f32(Bt);
-      const Shape& ys = Y.shape();
-      auto sa = broadcast_strides(A.shape(), ys), sb = broadcast_strides(Bt.shape(), ys);
-      const int r = (int)ys.size();
-      std::vector<int64_t> idx(r, 0);
-      for (int64_t i = 0; i < Y.numel(); ++i) {
-        int64_t oa = 0, ob = 0;
-        for (int d = 0; d < r; ++d) oa += idx[d] * sa[d], ob += idx[d] * sb[d];
-        y[i] = swish(af.data<float>()[oa]) * bf.data<float>()[ob];
-        for (int d = r - 1; d >= 0; --d) {
-          if (++idx[d] < ys[d]) break;
-          idx[d] = 0;
-        }
-      }
+      for (int64_t i = 0; i < A.numel(); ++i) y[i] = swish(af.data<float>()[i]) * bf.data<float>()[i];
     }
     cpu::red_store_f32(yf, Y);
   }
@@ -137,7 +133,7 @@ class SwishK : public Kernel {
 void register_ops2_llm(Registry& r) {
   r.add("RotaryEmbedding", 23, make_kernel<RotaryK>());
   r.add("Swish", 24, make_kernel<SwishK<false>>());
-  r.add("SwiGLU", 24, make_kernel<SwishK<true>>());
+  r.add("SwiGLU", 28, make_kernel<SwishK<true>>());
 }
 
 }  // namespace kiln
