@@ -116,6 +116,7 @@ class QuantizeK : public Kernel {
       zp = to_doubles(Z);
     }
     auto xv = to_doubles(X);
+    const bool f32 = X.dtype() == DType::Float32 && S.dtype() == DType::Float32;
     double lo, hi;
     qrange(Y.dtype(), &lo, &hi);
     visit_numeric(Y.dtype(), [&](auto tag) {
@@ -123,7 +124,9 @@ class QuantizeK : public Kernel {
       T* y = Y.data<T>();
       for (int64_t i = 0; i < X.numel(); ++i) {
         const int64_t k = pi(i);
-        double v = round_even(xv[i] / scale[k]) + zp[k];
+        // float32 inputs divide in float32, as the ONNX reference does (ties like 25.5 depend on it).
+        const double q = f32 ? (double)((float)xv[i] / (float)scale[k]) : xv[i] / scale[k];
+        double v = round_even(q) + zp[k];
         v = std::isnan(v) ? 0 : std::min(hi, std::max(lo, v));
         y[i] = (T)v;
       }
