@@ -1,6 +1,7 @@
 #include "backends/cpu/ops2_attention.h"
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 namespace kiln::cpu::ops2 {
@@ -21,6 +22,45 @@ void softmax_row(T* s, int64_t n) {
   T sum = 0;
   for (int64_t j = 0; j < n; ++j) { s[j] = std::exp(s[j] - m); sum += s[j]; }
   const T inv = T(1) / sum;
+  for (int64_t j = 0; j < n; ++j) s[j] *= inv;
+}
+
+// exp(x) for x <= 0 (scores minus the row max), vectorisable: x = n ln2 + r, |r| <= ln2 / 2,
+// exp(r) by a degree-6 Taylor polynomial (relative error < 2e-7), 2^n by exponent bits.
+// Inputs below -87 (including -inf) give 0.
+inline float exp_nonpos(float x) {
+  const float xc = x < -87.f ? -87.f : x;
+  const float n = std::nearbyint(xc * 1.44269504f);
+  const float r = xc - n * 0.693145752f - n * 1.42860677e-6f;
+  float p = 1.f / 720;
+  p = p * r + 1.f / 120;
+  p = p * r + 1.f / 24;
+  p = p * r + 1.f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  const int32_t bits = ((int32_t)n + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, 4);
+  return x < -87.f ? 0.f : p * scale;
+}
+
+// Softmax of one float row with the vectorised exp; fully masked rows become zeros.
+void softmax_row_fast(float* s, int64_t n) {
+  float m = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < n; ++j) m = s[j] > m ? s[j] : m;
+  if (m == -std::numeric_limits<float>::infinity()) {
+    for (int64_t j = 0; j < n; ++j) s[j] = 0;
+    return;
+  }
+  float sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < n; ++j) {
+    s[j] = exp_nonpos(s[j] - m);
+    sum += s[j];
+  }
+  const float inv = 1.f / sum;
+#pragma omp simd
   for (int64_t j = 0; j < n; ++j) s[j] *= inv;
 }
 
@@ -117,7 +157,7 @@ void attention_fast(const AttnArgs& a) {
             sr[j] = d + bias[j];
           }
           if (qk && a.qk_mode == 2) std::copy(sr, sr + T, qk);
-          softmax_row(sr, T);
+          softmax_row_fast(sr, T);
           if (qk && a.qk_mode == 3) std::copy(sr, sr + T, qk);
         }
         // Output: y[r][:] = sum_j p[r][j] * V[j][:]
