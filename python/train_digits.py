@@ -14,6 +14,11 @@ import argparse
 import os
 import time
 
+if __name__ == "__main__":
+    # libgomp's default busy-waiting makes multi-threaded PyTorch up to ~50x slower
+    # when the CPUs are oversubscribed (e.g. parallel CI jobs); must precede import torch.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import numpy as np
 import onnx
 import torch
