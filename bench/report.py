@@ -124,6 +124,8 @@ def main():
         f"Linux {platform.release()}",
         f"- Load average (1/5/15 min): {args.load_start} at start, {load_end} at end",
         f"- Git commit: {git or 'unknown'}",
+        f"- OMP_WAIT_POLICY: {os.environ.get('OMP_WAIT_POLICY', 'unset')} (libgomp's default "
+        "busy-waiting slows OpenMP engines by 10-100x when the CPUs are oversubscribed)",
         f"- Engines: kiln `{args.kiln}`; ORT = {versions['ORT']} "
         f"(node {shell(['node', '--version'])}); {versions['PyTorch']} (eager, no_grad)",
         f"- Settings: {args.threads} threads per engine, {args.rounds} rounds, "

@@ -10,6 +10,8 @@
 # build/bench/<timestamp>/, the summary (medians across rounds) to bench/RESULTS.md.
 # A missing or failing engine is recorded as "error" and the run goes on.
 # Run it on an otherwise idle machine: the load average is recorded in the report.
+# On a busy machine, OMP_WAIT_POLICY=PASSIVE (passed to every engine) avoids
+# libgomp's busy-waiting collapse; its value is recorded too.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,7 +30,7 @@ while [[ $# -gt 0 ]]; do
     --kiln) kiln=$(realpath -m "$2"); shift 2 ;;
     --timeout) timeout_s=$2; shift 2 ;;
     --out) out=$(realpath -m "$2"); shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
 done
