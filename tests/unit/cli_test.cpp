@@ -291,10 +291,11 @@ TEST_F(Cli, VerifyPassesAndFailsOnTamperedOutput) {
   expect_clean_failure(r, 1, {"FAIL", "1 of 6 elements", "[1, 1]"});
   // Looser tolerance accepts it.
   EXPECT_EQ(kiln_cli({"verify", tmp("outside"), "--rtol", "1e-2"}).code, 0);
-  // Argmax of row 0 ([1, -2.5, 3.25]) changes when element 0 becomes 4; with a huge atol only --argmax fails.
+  // Argmax of row 0 ([1, -2.5, 3.25]) changes when element 0 becomes 4. With a tolerance of |want| (rtol 1)
+  // every element passes, and the reference's top-2 gap (0.75) exceeds 2 * atol (0), so only --argmax fails.
   std::string moved = tamper("argmax", 0, 4.0f);
-  EXPECT_EQ(kiln_cli({"verify", moved, "--atol", "10"}).code, 0);
-  r = kiln_cli({"verify", moved, "--atol", "10", "--argmax"});
+  EXPECT_EQ(kiln_cli({"verify", moved, "--atol", "0", "--rtol", "1"}).code, 0);
+  r = kiln_cli({"verify", moved, "--atol", "0", "--rtol", "1", "--argmax"});
   expect_clean_failure(r, 1, {"argmax diff 1/2"});
 }
 
