@@ -140,6 +140,22 @@ TEST_F(Cli, RunAccuracyFromLabels) {
   expect_clean_failure(kiln_cli({"run", identity_model(), "--input", x, "--labels", x}), 2, {"--labels", "int64", "float32[3, 3]"});
 }
 
+TEST_F(Cli, RunExpectComparesOutputs) {
+  std::string x = save_floats("x.npy", {2, 3}, {0, 1, 2, 5, 4, 3});
+  Result r = kiln_cli({"run", identity_model(), "--input", x, "--expect", "y=" + x, "--repeat", "1"});
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("PASS  y"), std::string::npos) << r.out;
+  // 5 -> 5.01 is outside atol 1e-5 + rtol 1e-3 * 5.01, inside rtol 1e-2.
+  std::string off = save_floats("off.npy", {2, 3}, {0, 1, 2, 5.01f, 4, 3});
+  expect_clean_failure(kiln_cli({"run", identity_model(), "--input", x, "--expect", off, "--repeat", "1"}), 1,
+                       {"FAIL  y", "1 of 6 elements", "[1, 0]", "did not match"});
+  EXPECT_EQ(kiln_cli({"run", identity_model(), "--input", x, "--expect", off, "--rtol", "1e-2", "--repeat", "1"}).code, 0);
+  expect_clean_failure(kiln_cli({"run", identity_model(), "--input", x, "--expect", "q=" + off}), 2, {"no output named 'q'"});
+  std::string other = save_floats("other.npy", {3, 2}, {});
+  expect_clean_failure(kiln_cli({"run", identity_model(), "--input", x, "--expect", other, "--repeat", "1"}), 1,
+                       {"shape [2, 3], expected [3, 2]"});
+}
+
 TEST_F(Cli, WrongInputName) {
   std::string x = save_floats("x.npy", {2, 3}, {});
   expect_clean_failure(kiln_cli({"run", identity_model(), "--input", "bogus=" + x}), 2, {"'bogus'", "x: float32[batch, 3]"});

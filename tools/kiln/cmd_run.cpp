@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "common.h"
+#include "compare.h"
 #include "graph/graph.h"
 #include "io/npy.h"
 
@@ -20,6 +21,8 @@ struct RunOptions {
   std::string labels;
   int threads = 0;
   int repeat = 10;
+  std::vector<std::string> expect;
+  Tolerance tol;
 };
 
 // Checks a loaded array against the declared input; messages name the input and the file.
@@ -64,6 +67,7 @@ std::string int_row(const std::vector<int64_t>& v, size_t n, int width) {
 
 int run_command(const RunOptions& o) {
   if (o.repeat < 1) usage_error("--repeat must be at least 1, got " + std::to_string(o.repeat));
+  if (!(o.tol.rtol >= 0) || !(o.tol.atol >= 0)) usage_error("--rtol and --atol must be >= 0");
   double load_ms = 0;
   auto session = load_model(o.model, o.threads, &load_ms);
   const auto& specs = session->inputs();
@@ -99,6 +103,17 @@ int run_command(const RunOptions& o) {
     if ((labels.dtype() != DType::Int64 && labels.dtype() != DType::Int32) || labels.rank() != 1)
       usage_error("--labels " + o.labels + ": expected int64[N] or int32[N] class indices, got " + dtype_name(labels.dtype()) +
                   shape_str(labels.shape()));
+  }
+
+  // Reference outputs (--expect), loaded before running so a bad file fails fast.
+  auto expect_named = resolve_named_args(o.expect, session->outputs(), "--expect", "FILE.npy", "output");
+  std::vector<std::pair<std::string, Tensor>> expected;
+  for (auto& [name, file] : expect_named) {
+    try {
+      expected.push_back({name, npy::load(file)});
+    } catch (const Error& e) {
+      throw CliError{kExitUsage, "--expect " + name + ": " + e.what()};
+    }
   }
 
   const Graph& g = session->graph();
@@ -212,15 +227,38 @@ int run_command(const RunOptions& o) {
     }
   }
 
+  // Comparison with reference outputs.
+  int mismatches = 0;
+  if (!expected.empty()) std::printf("\n");
+  for (size_t e = 0; e < expected.size(); ++e) {
+    const auto& [name, want] = expected[e];
+    size_t idx = 0;
+    while (idx < out_specs.size() && out_specs[idx].name != name) ++idx;
+    Comparison c = compare(outputs[idx], want, o.tol);
+    std::printf("expect    %s  %s  vs %s  (rtol %g, atol %g)\n", c.pass ? "PASS" : "FAIL", name.c_str(),
+                expect_named[e].second.c_str(), o.tol.rtol, o.tol.atol);
+    if (c.comparable) std::printf("          %s\n", error_summary(c, o.tol).c_str());
+    if (!c.pass) {
+      std::printf("          %s\n", c.detail.c_str());
+      ++mismatches;
+    }
+  }
+
   // Timing.
   const double med = median(times);
   std::printf("\nload      %s\n", fmt_ms(load_ms).c_str());
-  std::printf("latency   %s median of %d runs (first run %s, %d thread%s)\n", fmt_ms(med).c_str(), o.repeat,
+  std::printf("latency   %s median of %d run%s (first run %s, %d thread%s)\n", fmt_ms(med).c_str(), o.repeat,
+              o.repeat == 1 ? "" : "s",
               fmt_ms(first_ms).c_str(), session->threads(), session->threads() == 1 ? "" : "s");
   int64_t batch = 0;
   for (auto& f : feeds)
     if (f.second.rank() >= 1) { batch = f.second.dim(0); break; }
   if (batch > 1) std::printf("          %s per sample (batch %lld)\n", fmt_ms(med / (double)batch).c_str(), (long long)batch);
+  if (mismatches) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "kiln run: %d output%s did not match the --expect reference\n", mismatches, mismatches == 1 ? "" : "s");
+    return kExitFailure;
+  }
   return kExitOk;
 }
 
@@ -236,6 +274,11 @@ void add_run_command(CLI::App& app, int* rc) {
   sub->add_option("-t,--threads", o->threads, "threads (0 = all available cores)")->capture_default_str();
   sub->add_option("--labels", o->labels, "int64/int32 [N] class labels: prints the accuracy of the argmax predictions");
   sub->add_option("--repeat", o->repeat, "timed runs after one warm-up run; the median is reported")->capture_default_str();
+  sub->add_option("--expect", o->expect,
+                  "NAME=FILE.npy reference output to compare with (just FILE.npy when the model has one output); exit 1 on mismatch");
+  sub->add_option("--rtol", o->tol.rtol, "--expect: relative tolerance, |got - want| <= atol + rtol * |want|")->capture_default_str();
+  sub->add_option("--atol", o->tol.atol, "--expect: absolute tolerance")->capture_default_str();
+  sub->add_flag("--argmax", o->tol.argmax, "--expect: also require the same argmax over axis 1");
   add_command(app, sub, [o] { return run_command(*o); }, rc);
 }
 

@@ -108,7 +108,8 @@ std::unique_ptr<Session> load_model(const std::string& path, int threads, double
 std::vector<std::pair<std::string, std::string>> resolve_named_args(const std::vector<std::string>& args,
                                                                     const std::vector<ValueSpec>& inputs,
                                                                     const std::string& option,
-                                                                    const std::string& value_kind) {
+                                                                    const std::string& value_kind,
+                                                                    const std::string& what) {
   std::vector<std::pair<std::string, std::string>> out;
   std::set<std::string> seen;
   auto is_input = [&](const std::string& n) {
@@ -125,17 +126,18 @@ std::vector<std::pair<std::string, std::string>> resolve_named_args(const std::v
         name.clear();
         value = a;
       } else {
-        usage_error(option + " " + a + ": the model has no input named '" + name + "' (its inputs: " + input_list(inputs) + ")");
+        usage_error(option + " " + a + ": the model has no " + what + " named '" + name + "' (its " + what + "s: " + input_list(inputs) + ")");
       }
     }
     if (name.empty()) {
       if (inputs.size() != 1)
-        usage_error(option + " " + a + ": a " + value_kind + " without a name is accepted only for single-input models; this model has " +
-                    std::to_string(inputs.size()) + " inputs (" + input_list(inputs) + "); use " + option + " NAME=" + value_kind);
+        usage_error(option + " " + a + ": a " + value_kind + " without a name is accepted only for single-" + what +
+                    " models; this model has " + std::to_string(inputs.size()) + " " + what + "s (" + input_list(inputs) + "); use " +
+                    option + " NAME=" + value_kind);
       name = inputs[0].name;
     }
-    if (value.empty()) usage_error(option + " " + a + ": empty " + value_kind + " for input '" + name + "'");
-    if (!seen.insert(name).second) usage_error(option + ": input '" + name + "' is given more than once");
+    if (value.empty()) usage_error(option + " " + a + ": empty " + value_kind + " for " + what + " '" + name + "'");
+    if (!seen.insert(name).second) usage_error(option + ": " + what + " '" + name + "' is given more than once");
     out.push_back({name, value});
   }
   return out;
