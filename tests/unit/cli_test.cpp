@@ -114,8 +114,7 @@ TEST_F(Cli, RunIdentityWritesOutputs) {
   for (std::string f : {"float32[2, 3]", "min 0", "max 5", "mean 2.5", "latency", "load", "per sample (batch 2)"})
     EXPECT_NE(r.out.find(f), std::string::npos) << "missing '" << f << "' in:\n" << r.out;
   // argmax per row of [[0,1,2],[5,4,3]] is [2, 0]
-  EXPECT_NE(r.out.find("predictions"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("2 0"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("predicted  2 0 "), std::string::npos) << r.out;
   Tensor y = npy::load(tmp("out") + "/y.npy");
   ASSERT_EQ(y.shape(), Shape({2, 3}));
   EXPECT_EQ(y.data<float>()[3], 5.0f);
@@ -132,6 +131,7 @@ TEST_F(Cli, RunAccuracyFromLabels) {
   Result r = kiln_cli({"run", identity_model(), "--input", x, "--labels", save_tensor("labels.npy", labels)});
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("2 / 3 = 66.7%"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("labels     2 1 1"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("#1 (predicted 0, label 1)"), std::string::npos) << r.out;
 
   Tensor wrong_count(DType::Int64, {4});

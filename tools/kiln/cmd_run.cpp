@@ -148,7 +148,7 @@ int run_command(const RunOptions& o) {
       std::printf("          (empty)\n");
     } else if (dtype_size(t.dtype()) > 0 && t.dtype() != DType::String) {
       Summary s = summarize(t);
-      std::printf("          min %s  max %s  mean %s", fmt_num(s.min).c_str(), fmt_num(s.max).c_str(), fmt_num(s.mean).c_str());
+      std::printf("          min %.5g  max %.5g  mean %.5g", s.min, s.max, s.mean);
       if (s.nan) std::printf("  NaN: %lld", (long long)s.nan);
       if (s.inf) std::printf("  Inf: %lld", (long long)s.inf);
       std::printf("\n");
@@ -175,15 +175,14 @@ int run_command(const RunOptions& o) {
       int64_t maxv = 0;
       for (size_t k = 0; k < shown; ++k) maxv = std::max({maxv, am[k], with_labels ? li[k] : int64_t(0)});
       const int width = (int)std::to_string(maxv).size();
-      std::printf("          predictions (argmax of %lld classes)%s\n", (long long)t.dim(1),
-                  am.size() > shown ? (", first " + std::to_string(shown) + " of " + std::to_string(am.size())).c_str() : "");
-      std::printf("            %s\n", int_row(am, shown, width).c_str());
+      std::printf("          predicted  %s   (argmax over %lld classes%s)\n", int_row(am, shown, width).c_str(), (long long)t.dim(1),
+                  am.size() > shown ? ("; first " + std::to_string(shown) + " of " + std::to_string(am.size()) + " rows").c_str() : "");
       if (with_labels) {
         std::string marks;
         for (size_t k = 0; k < shown; ++k) marks += (k ? " " : "") + std::string(width - 1, ' ') + (am[k] == li[k] ? " " : "^");
         while (!marks.empty() && marks.back() == ' ') marks.pop_back();
-        std::printf("          labels\n            %s\n", int_row(li, shown, width).c_str());
-        if (!marks.empty()) std::printf("            %s  (^ = wrong)\n", marks.c_str());
+        std::printf("          labels     %s\n", int_row(li, shown, width).c_str());
+        if (!marks.empty()) std::printf("                     %s   (^ = wrong)\n", marks.c_str());
       }
     }
     if (!o.output_dir.empty()) {
