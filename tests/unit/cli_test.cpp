@@ -118,8 +118,9 @@ TEST_F(Cli, RunIdentityWritesOutputs) {
   Tensor y = npy::load(tmp("out") + "/y.npy");
   ASSERT_EQ(y.shape(), Shape({2, 3}));
   EXPECT_EQ(y.data<float>()[3], 5.0f);
-  // Bare file name: the model has exactly one input.
+  // Bare file name: the model has exactly one input. Options may precede the model.
   EXPECT_EQ(kiln_cli({"run", identity_model(), "--input", x}).code, 0);
+  EXPECT_EQ(kiln_cli({"run", "--input", x, identity_model()}).code, 0);
 }
 
 TEST_F(Cli, RunAccuracyFromLabels) {

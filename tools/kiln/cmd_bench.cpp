@@ -257,7 +257,7 @@ void add_bench_command(CLI::App& app, int* rc) {
   auto* sub = app.add_subcommand("bench", "Time a model on random inputs (float: normal(0,1), seeded; integers: zeros)");
   sub->add_option("model", o->model, "ONNX model file")->required();
   sub->add_option("-s,--shape", o->shapes,
-                  "NAME=DIMS input shape, e.g. input=1x3x224x224 (default: declared shape, dynamic dims = 1)");
+                  "NAME=DIMS input shape, e.g. input=1x3x224x224 (default: declared shape, dynamic dims = 1)")->allow_extra_args(false);
   sub->add_option("-t,--threads", o->threads, "threads (0 = all available cores)")->capture_default_str();
   sub->add_option("--runs", o->runs, "timed runs")->capture_default_str();
   sub->add_option("--warmup", o->warmup, "warm-up runs before timing (the first one is reported as first_run)")->capture_default_str();

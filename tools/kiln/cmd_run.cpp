@@ -268,13 +268,14 @@ void add_run_command(CLI::App& app, int* rc) {
   auto* sub = app.add_subcommand("run", "Run a model on .npy inputs and summarise its outputs");
   sub->add_option("model", o->model, "ONNX model file")->required();
   sub->add_option("-i,--input", o->inputs,
-                  "NAME=FILE.npy for each model input (just FILE.npy when the model has one input)");
+                  "NAME=FILE.npy for each model input (just FILE.npy when the model has one input)")->allow_extra_args(false);
   sub->add_option("-o,--output-dir", o->output_dir, "write every output to DIR/<output name>.npy");
   sub->add_option("-t,--threads", o->threads, "threads (0 = all available cores)")->capture_default_str();
   sub->add_option("--labels", o->labels, "int64/int32 [N] class labels: prints the accuracy of the argmax predictions");
   sub->add_option("--repeat", o->repeat, "timed runs after one warm-up run; the median is reported")->capture_default_str();
   sub->add_option("--expect", o->expect,
-                  "NAME=FILE.npy reference output to compare with (just FILE.npy when the model has one output); exit 1 on mismatch");
+                  "NAME=FILE.npy reference output to compare with (just FILE.npy when the model has one output); exit 1 on mismatch")
+      ->allow_extra_args(false);
   sub->add_option("--rtol", o->tol.rtol, "--expect: relative tolerance, |got - want| <= atol + rtol * |want|")->capture_default_str();
   sub->add_option("--atol", o->tol.atol, "--expect: absolute tolerance")->capture_default_str();
   sub->add_flag("--argmax", o->tol.argmax, "--expect: also require the same argmax over axis 1");

@@ -218,7 +218,7 @@ void add_show_command(CLI::App& app, int* rc) {
   auto* sub = app.add_subcommand(
       "show", "Describe a model: metadata, inputs/outputs, op histogram, parameters, FLOPs, unsupported ops (exit 1 if any)");
   sub->add_option("model", o->model, "ONNX model file")->required();
-  sub->add_option("-s,--shape", o->shapes, "NAME=DIMS input shape for the FLOP estimate (default: dynamic dims = 1)");
+  sub->add_option("-s,--shape", o->shapes, "NAME=DIMS input shape for the FLOP estimate (default: dynamic dims = 1)")->allow_extra_args(false);
   sub->add_flag("--nodes", o->nodes, "list every node that runs with its output types and FLOPs");
   add_command(app, sub, [o] { return show_command(*o); }, rc);
 }
