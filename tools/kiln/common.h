@@ -64,6 +64,18 @@ std::string input_list(const std::vector<ValueSpec>& specs);  // "input: float32
 
 // Any numeric tensor as doubles (float16/bfloat16/bool included).
 std::vector<double> to_double_values(const Tensor& t);
+// Element-wise read access as double without copying the tensor (outputs can be large).
+class Values {
+ public:
+  explicit Values(const Tensor& t);  // throws for types without numeric values
+  double operator[](int64_t i) const;
+  int64_t size() const { return n_; }
+
+ private:
+  DType dt_;
+  const void* p_;
+  int64_t n_;
+};
 bool is_float_dtype(DType t);
 
 struct Summary {

@@ -22,7 +22,7 @@ std::string index_str(int64_t flat, const Shape& shape) {
 }
 
 // Argmax over axis 1 for every (outer, inner) position; first maximum wins, NaN never wins.
-std::vector<int64_t> argmax_axis1(const std::vector<double>& v, const Shape& s) {
+std::vector<int64_t> argmax_axis1(const Values& v, const Shape& s) {
   int64_t outer = s[0], k = s[1], inner = 1;
   for (size_t d = 2; d < s.size(); ++d) inner *= s[d];
   std::vector<int64_t> r((size_t)(outer * inner), -1);
@@ -54,11 +54,11 @@ Comparison compare(const Tensor& got, const Tensor& want, const Tolerance& o) {
     c.detail = "shape " + shape_str(got.shape()) + ", expected " + shape_str(want.shape());
     return c;
   }
-  auto g = to_double_values(got), w = to_double_values(want);
+  Values g(got), w(want);
   const bool exact = !is_float_dtype(want.dtype());
   int64_t worst = -1;
   double worst_excess = -1;
-  for (size_t i = 0; i < g.size(); ++i) {
+  for (int64_t i = 0; i < g.size(); ++i) {
     double a = g[i], b = w[i];
     bool ok;
     double d;
