@@ -232,8 +232,8 @@ int bench_command(const BenchOptions& o) {
   std::printf("min / mean  %s / %s\n", fmt_ms(mn).c_str(), fmt_ms(mean).c_str());
   std::printf("memory      peak RSS %.1f MiB, arena %.2f MiB, weights %.2f MiB\n", rss, arena_mb, weights_mb);
   if (profiling) {
-    std::printf("\nprofile (%d timed runs; node time sums to %s per run, %.0f%% of the median)\n", o.runs,
-                fmt_ms(total_node_ms / o.runs).c_str(), med > 0 ? 100.0 * total_node_ms / o.runs / med : 0.0);
+    std::printf("\nprofile (%d timed runs; node time sums to %s per run, %.0f%% of the mean run)\n", o.runs,
+                fmt_ms(total_node_ms / o.runs).c_str(), mean > 0 ? 100.0 * total_node_ms / o.runs / mean : 0.0);
     std::printf("\n  %-22s %12s %12s %7s %7s\n", "op type", "total ms", "ms/run", "%", "count");
     for (auto& s : ops)
       std::printf("  %-22s %12.3f %12.4f %6.1f%% %7lld\n", s.op.c_str(), s.ms, s.ms / o.runs,
