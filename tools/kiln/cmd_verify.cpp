@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <regex>
 
 #include "common.h"
 #include "compare.h"
@@ -27,13 +26,16 @@ struct VerifyOptions {
 std::vector<std::pair<int64_t, fs::path>> numbered(const fs::path& dir, const std::string& prefix, const std::string& suffix,
                                                    bool dirs) {
   std::vector<std::pair<int64_t, fs::path>> r;
-  std::regex re(prefix + "([0-9]{1,9})" + suffix);
   std::error_code ec;
   for (auto& e : fs::directory_iterator(dir, ec)) {
     if (dirs != e.is_directory()) continue;
-    std::smatch m;
     std::string name = e.path().filename().string();
-    if (std::regex_match(name, m, re)) r.push_back({std::stoll(m[1]), e.path()});
+    if (name.size() <= prefix.size() + suffix.size() || name.compare(0, prefix.size(), prefix) != 0 ||
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    std::string digits = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+    if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    r.push_back({std::stoll(digits), e.path()});
   }
   std::sort(r.begin(), r.end());
   return r;
@@ -63,7 +65,7 @@ int verify_command(const VerifyOptions& o) {
     const std::string set_name = set_dir.filename().string();
     std::printf("%s\n", set_name.c_str());
     // Inputs: by the name stored in the .pb when it names a model input, else by position.
-    auto in_files = numbered(set_dir, "input_", "\\.pb", false);
+    auto in_files = numbered(set_dir, "input_", ".pb", false);
     std::vector<std::pair<std::string, Tensor>> feeds;
     for (size_t i = 0; i < in_files.size(); ++i) {
       std::string stored;
@@ -89,7 +91,7 @@ int verify_command(const VerifyOptions& o) {
       ++checked;
       continue;
     }
-    auto out_files = numbered(set_dir, "output_", "\\.pb", false);
+    auto out_files = numbered(set_dir, "output_", ".pb", false);
     if (out_files.empty()) {
       std::printf("  FAIL  no output_<N>.pb reference files in %s\n", set_dir.string().c_str());
       ++failed;
