@@ -47,6 +47,9 @@ Result kiln_cli(const std::vector<std::string>& args) {
   int status = pclose(p);
   r.signaled = WIFSIGNALED(status);
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  // Sanitizer builds exit with 1 on a memory error, which a test expecting failure would accept.
+  if (r.out.find("Sanitizer") != std::string::npos || r.out.find("runtime error:") != std::string::npos)
+    ADD_FAILURE() << "sanitizer report from: " << cmd << "\n" << r.out;
   return r;
 }
 
