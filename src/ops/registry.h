@@ -34,11 +34,32 @@ class InferContext {
   std::vector<TensorType> out_;
 };
 
+// Memory order of a tensor of rank >= 3 with logical shape (N, C, D1..Dk). Shapes are always logical.
+//   Plain:        N, C, D1..Dk (row-major over the logical shape)
+//   ChannelsLast: N, D1..Dk, C (NHWC / NDHWC)
+enum class Layout : uint8_t { Plain = 0, ChannelsLast = 1 };
+
+// How a kernel deals with layouts; asked by the planner once per shape plan.
+enum class LayoutRule : uint8_t {
+  PlainOnly,     // every input is converted to Plain first; outputs are Plain (the default)
+  Elementwise,   // layout-blind: the planner hands the kernel tensors reshaped to their physical order (inputs that
+                 // are full-size in one common layout, plus broadcast inputs that stay valid in that order); the
+                 // output takes that layout. Only for kernels whose result depends on element positions alone.
+  ChannelsLast,  // the kernel reads each input in the layout input_layout(i) reports and writes its outputs
+                 // ChannelsLast (rank >= 3) -- e.g. Conv, pooling, Concat on the channel axis
+};
+
 // Execution view of one node: inputs bound, outputs preallocated when their shapes were inferred.
 class RunContext {
  public:
   RunContext(const Node& node, std::vector<const Tensor*> inputs, std::vector<Tensor*> outputs)
       : node_(node), in_(std::move(inputs)), out_(std::move(outputs)) {}
+  RunContext(const Node& node, std::vector<const Tensor*> inputs, std::vector<Tensor*> outputs,
+             std::vector<Layout> in_layouts, std::vector<Layout> out_layouts)
+      : node_(node), in_(std::move(inputs)), out_(std::move(outputs)), in_layout_(std::move(in_layouts)),
+        out_layout_(std::move(out_layouts)) {}
+  Layout input_layout(int i) const { return i < (int)in_layout_.size() ? in_layout_[i] : Layout::Plain; }
+  Layout output_layout(int i) const { return i < (int)out_layout_.size() ? out_layout_[i] : Layout::Plain; }
   const Node& node() const { return node_; }
   int num_inputs() const { return (int)in_.size(); }
   bool has_input(int i) const { return i < num_inputs() && in_[i] != nullptr; }
@@ -53,6 +74,7 @@ class RunContext {
   const Node& node_;
   std::vector<const Tensor*> in_;
   std::vector<Tensor*> out_;
+  std::vector<Layout> in_layout_, out_layout_;
 };
 
 class Kernel {
@@ -61,6 +83,10 @@ class Kernel {
   // Output types from input types (and values where known). Throw kiln::Error on invalid input.
   virtual void infer(InferContext& ctx) = 0;
   virtual void run(RunContext& ctx) = 0;
+  // Layout handling for these concrete input types and layouts (see LayoutRule). Called at plan time only.
+  virtual LayoutRule layout_rule(const std::vector<const TensorType*>& types, const std::vector<Layout>& layouts) const {
+    return LayoutRule::PlainOnly;
+  }
 };
 
 // Creates the kernel for one node (parses and validates attributes once).

@@ -47,6 +47,9 @@ Result kiln_cli(const std::vector<std::string>& args) {
   int status = pclose(p);
   r.signaled = WIFSIGNALED(status);
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  // Sanitizer builds exit with 1 on a memory error, which a test expecting failure would accept.
+  if (r.out.find("Sanitizer") != std::string::npos || r.out.find("runtime error:") != std::string::npos)
+    ADD_FAILURE() << "sanitizer report from: " << cmd << "\n" << r.out;
   return r;
 }
 
@@ -114,13 +117,13 @@ TEST_F(Cli, RunIdentityWritesOutputs) {
   for (std::string f : {"float32[2, 3]", "min 0", "max 5", "mean 2.5", "latency", "load", "per sample (batch 2)"})
     EXPECT_NE(r.out.find(f), std::string::npos) << "missing '" << f << "' in:\n" << r.out;
   // argmax per row of [[0,1,2],[5,4,3]] is [2, 0]
-  EXPECT_NE(r.out.find("predictions"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("2 0"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("predicted  2 0 "), std::string::npos) << r.out;
   Tensor y = npy::load(tmp("out") + "/y.npy");
   ASSERT_EQ(y.shape(), Shape({2, 3}));
   EXPECT_EQ(y.data<float>()[3], 5.0f);
-  // Bare file name: the model has exactly one input.
+  // Bare file name: the model has exactly one input. Options may precede the model.
   EXPECT_EQ(kiln_cli({"run", identity_model(), "--input", x}).code, 0);
+  EXPECT_EQ(kiln_cli({"run", "--input", x, identity_model()}).code, 0);
 }
 
 TEST_F(Cli, RunAccuracyFromLabels) {
@@ -132,12 +135,29 @@ TEST_F(Cli, RunAccuracyFromLabels) {
   Result r = kiln_cli({"run", identity_model(), "--input", x, "--labels", save_tensor("labels.npy", labels)});
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("2 / 3 = 66.7%"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("labels     2 1 1"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("#1 (predicted 0, label 1)"), std::string::npos) << r.out;
 
   Tensor wrong_count(DType::Int64, {4});
   expect_clean_failure(kiln_cli({"run", identity_model(), "--input", x, "--labels", save_tensor("l4.npy", wrong_count)}), 2,
                        {"l4.npy", "4 labels", "3 rows"});
   expect_clean_failure(kiln_cli({"run", identity_model(), "--input", x, "--labels", x}), 2, {"--labels", "int64", "float32[3, 3]"});
+}
+
+TEST_F(Cli, RunExpectComparesOutputs) {
+  std::string x = save_floats("x.npy", {2, 3}, {0, 1, 2, 5, 4, 3});
+  Result r = kiln_cli({"run", identity_model(), "--input", x, "--expect", "y=" + x, "--repeat", "1"});
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("PASS  y"), std::string::npos) << r.out;
+  // 5 -> 5.01 is outside atol 1e-5 + rtol 1e-3 * 5.01, inside rtol 1e-2.
+  std::string off = save_floats("off.npy", {2, 3}, {0, 1, 2, 5.01f, 4, 3});
+  expect_clean_failure(kiln_cli({"run", identity_model(), "--input", x, "--expect", off, "--repeat", "1"}), 1,
+                       {"FAIL  y", "1 of 6 elements", "[1, 0]", "did not match"});
+  EXPECT_EQ(kiln_cli({"run", identity_model(), "--input", x, "--expect", off, "--rtol", "1e-2", "--repeat", "1"}).code, 0);
+  expect_clean_failure(kiln_cli({"run", identity_model(), "--input", x, "--expect", "q=" + off}), 2, {"no output named 'q'"});
+  std::string other = save_floats("other.npy", {3, 2}, {});
+  expect_clean_failure(kiln_cli({"run", identity_model(), "--input", x, "--expect", other, "--repeat", "1"}), 1,
+                       {"shape [2, 3], expected [3, 2]"});
 }
 
 TEST_F(Cli, WrongInputName) {

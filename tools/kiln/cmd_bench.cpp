@@ -232,8 +232,8 @@ int bench_command(const BenchOptions& o) {
   std::printf("min / mean  %s / %s\n", fmt_ms(mn).c_str(), fmt_ms(mean).c_str());
   std::printf("memory      peak RSS %.1f MiB, arena %.2f MiB, weights %.2f MiB\n", rss, arena_mb, weights_mb);
   if (profiling) {
-    std::printf("\nprofile (%d timed runs; node time sums to %s per run, %.0f%% of the median)\n", o.runs,
-                fmt_ms(total_node_ms / o.runs).c_str(), med > 0 ? 100.0 * total_node_ms / o.runs / med : 0.0);
+    std::printf("\nprofile (%d timed runs; node time sums to %s per run, %.0f%% of the mean run)\n", o.runs,
+                fmt_ms(total_node_ms / o.runs).c_str(), mean > 0 ? 100.0 * total_node_ms / o.runs / mean : 0.0);
     std::printf("\n  %-22s %12s %12s %7s %7s\n", "op type", "total ms", "ms/run", "%", "count");
     for (auto& s : ops)
       std::printf("  %-22s %12.3f %12.4f %6.1f%% %7lld\n", s.op.c_str(), s.ms, s.ms / o.runs,
@@ -257,7 +257,7 @@ void add_bench_command(CLI::App& app, int* rc) {
   auto* sub = app.add_subcommand("bench", "Time a model on random inputs (float: normal(0,1), seeded; integers: zeros)");
   sub->add_option("model", o->model, "ONNX model file")->required();
   sub->add_option("-s,--shape", o->shapes,
-                  "NAME=DIMS input shape, e.g. input=1x3x224x224 (default: declared shape, dynamic dims = 1)");
+                  "NAME=DIMS input shape, e.g. input=1x3x224x224 (default: declared shape, dynamic dims = 1)")->allow_extra_args(false);
   sub->add_option("-t,--threads", o->threads, "threads (0 = all available cores)")->capture_default_str();
   sub->add_option("--runs", o->runs, "timed runs")->capture_default_str();
   sub->add_option("--warmup", o->warmup, "warm-up runs before timing (the first one is reported as first_run)")->capture_default_str();

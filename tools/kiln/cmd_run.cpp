@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "common.h"
+#include "compare.h"
 #include "graph/graph.h"
 #include "io/npy.h"
 
@@ -20,6 +21,8 @@ struct RunOptions {
   std::string labels;
   int threads = 0;
   int repeat = 10;
+  std::vector<std::string> expect;
+  Tolerance tol;
 };
 
 // Checks a loaded array against the declared input; messages name the input and the file.
@@ -64,6 +67,7 @@ std::string int_row(const std::vector<int64_t>& v, size_t n, int width) {
 
 int run_command(const RunOptions& o) {
   if (o.repeat < 1) usage_error("--repeat must be at least 1, got " + std::to_string(o.repeat));
+  if (!(o.tol.rtol >= 0) || !(o.tol.atol >= 0)) usage_error("--rtol and --atol must be >= 0");
   double load_ms = 0;
   auto session = load_model(o.model, o.threads, &load_ms);
   const auto& specs = session->inputs();
@@ -101,6 +105,17 @@ int run_command(const RunOptions& o) {
                   shape_str(labels.shape()));
   }
 
+  // Reference outputs (--expect), loaded before running so a bad file fails fast.
+  auto expect_named = resolve_named_args(o.expect, session->outputs(), "--expect", "FILE.npy", "output");
+  std::vector<std::pair<std::string, Tensor>> expected;
+  for (auto& [name, file] : expect_named) {
+    try {
+      expected.push_back({name, npy::load(file)});
+    } catch (const Error& e) {
+      throw CliError{kExitUsage, "--expect " + name + ": " + e.what()};
+    }
+  }
+
   const Graph& g = session->graph();
   std::printf("model     %s  (%zu node%s, opset %lld, %s of weights)\n", o.model.c_str(), g.nodes.size(),
               g.nodes.size() == 1 ? "" : "s",
@@ -133,7 +148,7 @@ int run_command(const RunOptions& o) {
       std::printf("          (empty)\n");
     } else if (dtype_size(t.dtype()) > 0 && t.dtype() != DType::String) {
       Summary s = summarize(t);
-      std::printf("          min %s  max %s  mean %s", fmt_num(s.min).c_str(), fmt_num(s.max).c_str(), fmt_num(s.mean).c_str());
+      std::printf("          min %.5g  max %.5g  mean %.5g", s.min, s.max, s.mean);
       if (s.nan) std::printf("  NaN: %lld", (long long)s.nan);
       if (s.inf) std::printf("  Inf: %lld", (long long)s.inf);
       std::printf("\n");
@@ -160,15 +175,14 @@ int run_command(const RunOptions& o) {
       int64_t maxv = 0;
       for (size_t k = 0; k < shown; ++k) maxv = std::max({maxv, am[k], with_labels ? li[k] : int64_t(0)});
       const int width = (int)std::to_string(maxv).size();
-      std::printf("          predictions (argmax of %lld classes)%s\n", (long long)t.dim(1),
-                  am.size() > shown ? (", first " + std::to_string(shown) + " of " + std::to_string(am.size())).c_str() : "");
-      std::printf("            %s\n", int_row(am, shown, width).c_str());
+      std::printf("          predicted  %s   (argmax over %lld classes%s)\n", int_row(am, shown, width).c_str(), (long long)t.dim(1),
+                  am.size() > shown ? ("; first " + std::to_string(shown) + " of " + std::to_string(am.size()) + " rows").c_str() : "");
       if (with_labels) {
         std::string marks;
         for (size_t k = 0; k < shown; ++k) marks += (k ? " " : "") + std::string(width - 1, ' ') + (am[k] == li[k] ? " " : "^");
         while (!marks.empty() && marks.back() == ' ') marks.pop_back();
-        std::printf("          labels\n            %s\n", int_row(li, shown, width).c_str());
-        if (!marks.empty()) std::printf("            %s  (^ = wrong)\n", marks.c_str());
+        std::printf("          labels     %s\n", int_row(li, shown, width).c_str());
+        if (!marks.empty()) std::printf("                     %s   (^ = wrong)\n", marks.c_str());
       }
     }
     if (!o.output_dir.empty()) {
@@ -212,15 +226,38 @@ int run_command(const RunOptions& o) {
     }
   }
 
+  // Comparison with reference outputs.
+  int mismatches = 0;
+  if (!expected.empty()) std::printf("\n");
+  for (size_t e = 0; e < expected.size(); ++e) {
+    const auto& [name, want] = expected[e];
+    size_t idx = 0;
+    while (idx < out_specs.size() && out_specs[idx].name != name) ++idx;
+    Comparison c = compare(outputs[idx], want, o.tol);
+    std::printf("expect    %s  %s  vs %s  (rtol %g, atol %g)\n", c.pass ? "PASS" : "FAIL", name.c_str(),
+                expect_named[e].second.c_str(), o.tol.rtol, o.tol.atol);
+    if (c.comparable) std::printf("          %s\n", error_summary(c, o.tol).c_str());
+    if (!c.pass) {
+      std::printf("          %s\n", c.detail.c_str());
+      ++mismatches;
+    }
+  }
+
   // Timing.
   const double med = median(times);
   std::printf("\nload      %s\n", fmt_ms(load_ms).c_str());
-  std::printf("latency   %s median of %d runs (first run %s, %d thread%s)\n", fmt_ms(med).c_str(), o.repeat,
+  std::printf("latency   %s median of %d run%s (first run %s, %d thread%s)\n", fmt_ms(med).c_str(), o.repeat,
+              o.repeat == 1 ? "" : "s",
               fmt_ms(first_ms).c_str(), session->threads(), session->threads() == 1 ? "" : "s");
   int64_t batch = 0;
   for (auto& f : feeds)
     if (f.second.rank() >= 1) { batch = f.second.dim(0); break; }
   if (batch > 1) std::printf("          %s per sample (batch %lld)\n", fmt_ms(med / (double)batch).c_str(), (long long)batch);
+  if (mismatches) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "kiln run: %d output%s did not match the --expect reference\n", mismatches, mismatches == 1 ? "" : "s");
+    return kExitFailure;
+  }
   return kExitOk;
 }
 
@@ -231,11 +268,17 @@ void add_run_command(CLI::App& app, int* rc) {
   auto* sub = app.add_subcommand("run", "Run a model on .npy inputs and summarise its outputs");
   sub->add_option("model", o->model, "ONNX model file")->required();
   sub->add_option("-i,--input", o->inputs,
-                  "NAME=FILE.npy for each model input (just FILE.npy when the model has one input)");
+                  "NAME=FILE.npy for each model input (just FILE.npy when the model has one input)")->allow_extra_args(false);
   sub->add_option("-o,--output-dir", o->output_dir, "write every output to DIR/<output name>.npy");
   sub->add_option("-t,--threads", o->threads, "threads (0 = all available cores)")->capture_default_str();
   sub->add_option("--labels", o->labels, "int64/int32 [N] class labels: prints the accuracy of the argmax predictions");
   sub->add_option("--repeat", o->repeat, "timed runs after one warm-up run; the median is reported")->capture_default_str();
+  sub->add_option("--expect", o->expect,
+                  "NAME=FILE.npy reference output to compare with (just FILE.npy when the model has one output); exit 1 on mismatch")
+      ->allow_extra_args(false);
+  sub->add_option("--rtol", o->tol.rtol, "--expect: relative tolerance, |got - want| <= atol + rtol * |want|")->capture_default_str();
+  sub->add_option("--atol", o->tol.atol, "--expect: absolute tolerance")->capture_default_str();
+  sub->add_flag("--argmax", o->tol.argmax, "--expect: also require the same argmax over axis 1");
   add_command(app, sub, [o] { return run_command(*o); }, rc);
 }
 

@@ -8,6 +8,7 @@
 #include "common.h"
 #include "graph/graph.h"
 #include "onnx/loader.h"
+#include "ops/registry.h"
 #include "runtime/plan.h"
 
 namespace kiln::cli {
@@ -112,6 +113,17 @@ int show_command(const ShowOptions& o) {
   try {
     plan = std::make_unique<Plan>(*g, 1);
   } catch (const Error& e) {
+    // One line per missing operator first, then the library's per-node list.
+    std::map<std::string, int> missing;
+    for (auto& n : g->nodes) {
+      int64_t opset = g->opset(n.domain);
+      if (!registry().find(n.domain, n.op_type, opset))
+        ++missing[n.op_type + " (" + (n.domain.empty() ? std::string("ai.onnx") : n.domain) + ", opset " + std::to_string(opset) + ")"];
+    }
+    if (!missing.empty()) {
+      std::printf("\nunsupported %zu operator%s:\n", missing.size(), missing.size() == 1 ? "" : "s");
+      for (auto& [op, count] : missing) std::printf("  %-40s %4d node%s\n", op.c_str(), count, count == 1 ? "" : "s");
+    }
     std::printf("\nkiln cannot run this model:\n%s\n", e.what());
     std::fflush(stdout);
     return e.code() == ErrorCode::Unsupported ? kExitFailure : exit_code_for(e.code());
@@ -206,7 +218,7 @@ void add_show_command(CLI::App& app, int* rc) {
   auto* sub = app.add_subcommand(
       "show", "Describe a model: metadata, inputs/outputs, op histogram, parameters, FLOPs, unsupported ops (exit 1 if any)");
   sub->add_option("model", o->model, "ONNX model file")->required();
-  sub->add_option("-s,--shape", o->shapes, "NAME=DIMS input shape for the FLOP estimate (default: dynamic dims = 1)");
+  sub->add_option("-s,--shape", o->shapes, "NAME=DIMS input shape for the FLOP estimate (default: dynamic dims = 1)")->allow_extra_args(false);
   sub->add_flag("--nodes", o->nodes, "list every node that runs with its output types and FLOPs");
   add_command(app, sub, [o] { return show_command(*o); }, rc);
 }

@@ -108,7 +108,8 @@ std::unique_ptr<Session> load_model(const std::string& path, int threads, double
 std::vector<std::pair<std::string, std::string>> resolve_named_args(const std::vector<std::string>& args,
                                                                     const std::vector<ValueSpec>& inputs,
                                                                     const std::string& option,
-                                                                    const std::string& value_kind) {
+                                                                    const std::string& value_kind,
+                                                                    const std::string& what) {
   std::vector<std::pair<std::string, std::string>> out;
   std::set<std::string> seen;
   auto is_input = [&](const std::string& n) {
@@ -125,17 +126,18 @@ std::vector<std::pair<std::string, std::string>> resolve_named_args(const std::v
         name.clear();
         value = a;
       } else {
-        usage_error(option + " " + a + ": the model has no input named '" + name + "' (its inputs: " + input_list(inputs) + ")");
+        usage_error(option + " " + a + ": the model has no " + what + " named '" + name + "' (its " + what + "s: " + input_list(inputs) + ")");
       }
     }
     if (name.empty()) {
       if (inputs.size() != 1)
-        usage_error(option + " " + a + ": a " + value_kind + " without a name is accepted only for single-input models; this model has " +
-                    std::to_string(inputs.size()) + " inputs (" + input_list(inputs) + "); use " + option + " NAME=" + value_kind);
+        usage_error(option + " " + a + ": a " + value_kind + " without a name is accepted only for single-" + what +
+                    " models; this model has " + std::to_string(inputs.size()) + " " + what + "s (" + input_list(inputs) + "); use " +
+                    option + " NAME=" + value_kind);
       name = inputs[0].name;
     }
-    if (value.empty()) usage_error(option + " " + a + ": empty " + value_kind + " for input '" + name + "'");
-    if (!seen.insert(name).second) usage_error(option + ": input '" + name + "' is given more than once");
+    if (value.empty()) usage_error(option + " " + a + ": empty " + value_kind + " for " + what + " '" + name + "'");
+    if (!seen.insert(name).second) usage_error(option + ": " + what + " '" + name + "' is given more than once");
     out.push_back({name, value});
   }
   return out;
@@ -145,42 +147,47 @@ bool is_float_dtype(DType t) {
   return t == DType::Float32 || t == DType::Float64 || t == DType::Float16 || t == DType::BFloat16;
 }
 
-std::vector<double> to_double_values(const Tensor& t) {
-  std::vector<double> v((size_t)t.numel());
-  auto fill = [&](auto tag) {
-    using T = decltype(tag);
-    const T* p = t.data<T>();
-    for (int64_t i = 0; i < t.numel(); ++i) v[i] = (double)p[i];
-  };
-  switch (t.dtype()) {
-    case DType::Float32: fill(float{}); break;
-    case DType::Float64: fill(double{}); break;
-    case DType::Int64: fill(int64_t{}); break;
-    case DType::Int32: fill(int32_t{}); break;
-    case DType::Int16: fill(int16_t{}); break;
-    case DType::Int8: fill(int8_t{}); break;
-    case DType::UInt8: fill(uint8_t{}); break;
-    case DType::Bool: fill(uint8_t{}); break;
-    case DType::UInt16: fill(uint16_t{}); break;
-    case DType::UInt32: fill(uint32_t{}); break;
-    case DType::UInt64: fill(uint64_t{}); break;
-    case DType::Float16:
-      for (int64_t i = 0; i < t.numel(); ++i) v[i] = half_to_float(t.data<uint16_t>()[i]);
-      break;
-    case DType::BFloat16:
-      for (int64_t i = 0; i < t.numel(); ++i) v[i] = bfloat16_to_float(t.data<uint16_t>()[i]);
-      break;
-    default: throw Error(ErrorCode::Unsupported, std::string("cannot read values of type ") + dtype_name(t.dtype()));
+Values::Values(const Tensor& t) : dt_(t.dtype()), p_(t.raw()), n_(t.numel()) {
+  switch (dt_) {
+    case DType::Float32: case DType::Float64: case DType::Int64: case DType::Int32: case DType::Int16:
+    case DType::Int8: case DType::UInt8: case DType::Bool: case DType::UInt16: case DType::UInt32:
+    case DType::UInt64: case DType::Float16: case DType::BFloat16: break;
+    default: throw Error(ErrorCode::Unsupported, std::string("cannot read values of type ") + dtype_name(dt_));
   }
-  return v;
+}
+
+double Values::operator[](int64_t i) const {
+  switch (dt_) {
+    case DType::Float32: return static_cast<const float*>(p_)[i];
+    case DType::Float64: return static_cast<const double*>(p_)[i];
+    case DType::Int64: return (double)static_cast<const int64_t*>(p_)[i];
+    case DType::Int32: return static_cast<const int32_t*>(p_)[i];
+    case DType::Int16: return static_cast<const int16_t*>(p_)[i];
+    case DType::Int8: return static_cast<const int8_t*>(p_)[i];
+    case DType::UInt8: case DType::Bool: return static_cast<const uint8_t*>(p_)[i];
+    case DType::UInt16: return static_cast<const uint16_t*>(p_)[i];
+    case DType::UInt32: return static_cast<const uint32_t*>(p_)[i];
+    case DType::UInt64: return (double)static_cast<const uint64_t*>(p_)[i];
+    case DType::Float16: return half_to_float(static_cast<const uint16_t*>(p_)[i]);
+    case DType::BFloat16: return bfloat16_to_float(static_cast<const uint16_t*>(p_)[i]);
+    default: return 0;
+  }
+}
+
+std::vector<double> to_double_values(const Tensor& t) {
+  Values v(t);
+  std::vector<double> r((size_t)v.size());
+  for (int64_t i = 0; i < v.size(); ++i) r[i] = v[i];
+  return r;
 }
 
 Summary summarize(const Tensor& t) {
   Summary s;
-  auto v = to_double_values(t);
+  Values v(t);
   double sum = 0;
   bool first = true;
-  for (double x : v) {
+  for (int64_t i = 0; i < v.size(); ++i) {
+    const double x = v[i];
     if (std::isnan(x)) { ++s.nan; continue; }
     if (std::isinf(x)) { ++s.inf; continue; }
     if (first) { s.min = s.max = x; first = false; }
@@ -196,7 +203,7 @@ Summary summarize(const Tensor& t) {
 std::vector<int64_t> argmax_rows(const Tensor& t) {
   std::vector<int64_t> r;
   if (t.rank() != 2) return r;
-  auto v = to_double_values(t);
+  Values v(t);
   const int64_t n = t.dim(0), k = t.dim(1);
   for (int64_t i = 0; i < n; ++i) {
     int64_t best = -1;

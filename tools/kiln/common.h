@@ -53,16 +53,29 @@ Shape parse_shape(const std::string& s, const std::string& what);
 std::unique_ptr<Session> load_model(const std::string& path, int threads, double* load_ms = nullptr);
 
 // Resolves `--input`/`--shape` style "name=value" arguments against the model's inputs.
-// A bare value is accepted when the model has exactly one input.
+// A bare value is accepted when the model has exactly one input (`what` = "output" for outputs).
 std::vector<std::pair<std::string, std::string>> resolve_named_args(const std::vector<std::string>& args,
                                                                     const std::vector<ValueSpec>& inputs,
                                                                     const std::string& option,
-                                                                    const std::string& value_kind);
+                                                                    const std::string& value_kind,
+                                                                    const std::string& what = "input");
 
 std::string input_list(const std::vector<ValueSpec>& specs);  // "input: float32[batch, 1, 8, 8], ..."
 
 // Any numeric tensor as doubles (float16/bfloat16/bool included).
 std::vector<double> to_double_values(const Tensor& t);
+// Element-wise read access as double without copying the tensor (outputs can be large).
+class Values {
+ public:
+  explicit Values(const Tensor& t);  // throws for types without numeric values
+  double operator[](int64_t i) const;
+  int64_t size() const { return n_; }
+
+ private:
+  DType dt_;
+  const void* p_;
+  int64_t n_;
+};
 bool is_float_dtype(DType t);
 
 struct Summary {
