@@ -126,6 +126,10 @@ void cast_tensor(const Tensor& x0, Tensor& y) {
 
 class CastK : public Kernel {
  public:
+  // Results depend on element positions alone: the planner may run this on channels-last data.
+  LayoutRule layout_rule(const std::vector<const TensorType*>&, const std::vector<Layout>&) const override {
+    return LayoutRule::Elementwise;
+  }
   CastK(const Node& n, int opset, bool like) : like_(like) {
     if (n.num_inputs() != (like ? 2 : 1)) fail(n.describe() + ": expected " + std::to_string(like ? 2 : 1) + " input(s)");
     if (!like) {

@@ -96,6 +96,10 @@ template <class T, class U> inline T power(T a, U b) {
 
 class BinaryK : public Kernel {
  public:
+  // Results depend on element positions alone: the planner may run this on channels-last data.
+  LayoutRule layout_rule(const std::vector<const TensorType*>&, const std::vector<Layout>&) const override {
+    return LayoutRule::Elementwise;
+  }
   BinaryK(const Node& n, int opset, Bin op) : op_(op) {
     variadic_ = op == Bin::Max || op == Bin::Min || op == Bin::Sum || op == Bin::Mean;
     if (op == Bin::Mod) fmod_ = n.attr_int("fmod", 0);

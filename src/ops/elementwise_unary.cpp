@@ -31,6 +31,10 @@ template <class T> inline T softplus(T x) {
 
 class UnaryK : public Kernel {
  public:
+  // Results depend on element positions alone: the planner may run this on channels-last data.
+  LayoutRule layout_rule(const std::vector<const TensorType*>&, const std::vector<Layout>&) const override {
+    return LayoutRule::Elementwise;
+  }
   UnaryK(const Node& n, int opset, Un op) : op_(op), opset_(opset) {
     if (n.num_inputs() < 1 || !n.has_input(0)) fail(n.describe() + ": input 0 is required");
     switch (op) {

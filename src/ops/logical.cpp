@@ -17,6 +17,10 @@ bool is_uint(DType t) { return t == DType::UInt8 || t == DType::UInt16 || t == D
 
 class LogicalK : public Kernel {
  public:
+  // Results depend on element positions alone: the planner may run this on channels-last data.
+  LayoutRule layout_rule(const std::vector<const TensorType*>&, const std::vector<Layout>&) const override {
+    return LayoutRule::Elementwise;
+  }
   LogicalK(const Node& n, int, Lg op) : op_(op) {
     int want = op == Lg::Where ? 3 : (op == Lg::Not || op == Lg::BitNot) ? 1 : 2;
     if (n.num_inputs() != want) fail(n.describe() + ": expected " + std::to_string(want) + " inputs, got " + std::to_string(n.num_inputs()));

@@ -3,6 +3,7 @@
 // (Indices output, Lp, other types, include-pad averages over a ceil_mode overhang) on the reference.
 #include <cmath>
 
+#include "backends/cpu/data_util.h"
 #include "backends/cpu/mm_dnnl.h"
 #include "backends/cpu/mm_ref.h"
 #include "ops/common.h"
@@ -90,10 +91,22 @@ class PoolK : public Kernel {
     }
   }
 
+  // ChannelsLast in -> ChannelsLast out for float32 max/average pooling without the Indices output.
+  LayoutRule layout_rule(const std::vector<const TensorType*>& types, const std::vector<Layout>& layouts) const override {
+    if (a_.kind != PoolKind::Lp && types[0] && types[0]->dtype == DType::Float32 && layouts[0] == Layout::ChannelsLast &&
+        node_.outputs.size() == 1)
+      return LayoutRule::ChannelsLast;
+    return LayoutRule::PlainOnly;
+  }
+
   void run(RunContext& ctx) override {
     const Tensor& X = ctx.input(0);
     check_dtype(X.dtype());
     const mm::PoolGeom g = mm::pool_geometry(a_, X.shape(), node_.describe());
+    if (ctx.input_layout(0) == Layout::ChannelsLast) {
+      run_channels_last(ctx, g);
+      return;
+    }
     Tensor& Y = ctx.output(0);
     if (Y.shape() != g.out_shape()) fail(node_.describe() + ": output buffer " + shape_str(Y.shape()) + ", expected " + shape_str(g.out_shape()));
     int64_t* ind = nullptr;
@@ -105,6 +118,34 @@ class PoolK : public Kernel {
     if (Y.numel() == 0) return;
     if (X.dtype() == DType::Float32 && !ind && fast_.run(a_, g, X.data<float>(), Y.data<float>())) return;
     mm::ref_pool(X.dtype(), a_, g, X.raw(), Y.raw(), ind);
+  }
+
+  // X and Y are stored channels-last. oneDNN handles that layout directly; for the rare geometry it rejects,
+  // go through plain copies and the reference kernel.
+  void run_channels_last(RunContext& ctx, const mm::PoolGeom& g) {
+    const Tensor& X = ctx.input(0);
+    Tensor& Y = ctx.output(0);
+    if (Y.numel() == 0) return;
+    const bool y_cl = ctx.output_layout(0) == Layout::ChannelsLast;
+    if (y_cl && fast_.run(a_, g, X.data<float>(), Y.data<float>(), true)) return;
+    const int r = X.rank();
+    std::vector<int> to_plain(r), to_cl(r);
+    to_plain[0] = 0; to_plain[1] = r - 1;
+    for (int d = 2; d < r; ++d) to_plain[d] = d - 1;
+    to_cl[0] = 0; to_cl[r - 1] = 1;
+    for (int d = 2; d < r; ++d) to_cl[d - 1] = d;
+    Shape phys_in{X.dim(0)};
+    for (int d = 2; d < r; ++d) phys_in.push_back(X.dim(d));
+    phys_in.push_back(X.dim(1));
+    Tensor xp(X.dtype(), X.shape());
+    data::transpose(xp.raw(), X.raw(), phys_in, to_plain, dtype_size(X.dtype()));
+    if (!y_cl) {
+      mm::ref_pool(X.dtype(), a_, g, xp.raw(), Y.raw(), nullptr);
+      return;
+    }
+    Tensor yp(Y.dtype(), Y.shape());
+    mm::ref_pool(X.dtype(), a_, g, xp.raw(), yp.raw(), nullptr);
+    data::transpose(Y.raw(), yp.raw(), yp.shape(), to_cl, dtype_size(Y.dtype()));
   }
 
  private:
@@ -139,6 +180,13 @@ class GlobalPoolK : public Kernel {
     ctx.set_output(0, y);
   }
 
+  // Global average/max pooling reads channels-last input directly; its output ([N, C, 1...]) is the same in both layouts.
+  LayoutRule layout_rule(const std::vector<const TensorType*>& types, const std::vector<Layout>& layouts) const override {
+    if (kind_ != PoolKind::Lp && types[0] && types[0]->dtype == DType::Float32 && layouts[0] == Layout::ChannelsLast)
+      return LayoutRule::ChannelsLast;
+    return LayoutRule::PlainOnly;
+  }
+
   void run(RunContext& ctx) override {
     const Tensor& X = ctx.input(0);
     check_dtype(X.dtype());
@@ -149,7 +197,34 @@ class GlobalPoolK : public Kernel {
     if (planes == 0) return;
     const int64_t size = X.numel() / planes;
     if (size == 0) fail(node_.describe() + ": input " + shape_str(X.shape()) + " has an empty spatial extent");
+    if (ctx.input_layout(0) == Layout::ChannelsLast) {
+      global_pool_channels_last(X.data<float>(), Y.data<float>(), X.dim(0), X.dim(1), size);
+      return;
+    }
     mm::global_pool(X.dtype(), kind_, p_, X.raw(), Y.raw(), planes, size);
+  }
+
+  // x: N x size x C (channels-last); y: N x C. Channels are contiguous, so the loop vectorises over C.
+  void global_pool_channels_last(const float* x, float* y, int64_t N, int64_t C, int64_t size) const {
+    const bool is_max = kind_ == PoolKind::Max;
+    for (int64_t n = 0; n < N; ++n) {
+      const float* xn = x + n * size * C;
+      float* yn = y + n * C;
+#pragma omp parallel for schedule(static) if (size * C > 65536)
+      for (int64_t c0 = 0; c0 < C; c0 += 64) {
+        const int64_t c1 = std::min(C, c0 + 64);
+        if (is_max) {
+          for (int64_t c = c0; c < c1; ++c) yn[c] = xn[c];
+          for (int64_t s = 1; s < size; ++s)
+            for (int64_t c = c0; c < c1; ++c) yn[c] = std::max(yn[c], xn[s * C + c]);
+        } else {
+          double acc[64] = {0};
+          for (int64_t s = 0; s < size; ++s)
+            for (int64_t c = c0; c < c1; ++c) acc[c - c0] += xn[s * C + c];
+          for (int64_t c = c0; c < c1; ++c) yn[c] = (float)(acc[c - c0] / (double)size);
+        }
+      }
+    }
   }
 
  private:

@@ -1,5 +1,7 @@
 #include "runtime/plan.h"
 
+#include "backends/cpu/data_util.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -73,7 +75,7 @@ std::vector<std::unique_ptr<Kernel>> create_kernels(const Graph& g, std::vector<
   return kernels;
 }
 
-Plan::Plan(const Graph& g, int threads) : g_(g), threads_(threads) {
+Plan::Plan(const Graph& g, int threads, bool channels_last) : g_(g), threads_(threads), channels_last_(channels_last) {
   auto id_of = [&](const std::string& name) {
     auto it = ids_.find(name);
     if (it != ids_.end()) return it->second;
@@ -176,8 +178,142 @@ ShapePlan Plan::analyze(const std::vector<TensorType>& input_types, bool fold) c
   return sp;
 }
 
+namespace {
+
+// Logical (N, C, D1..Dk) <-> physical (N, D1..Dk, C) for ChannelsLast tensors.
+Shape physical_shape(const Shape& logical) {
+  Shape p = logical;
+  if (p.size() >= 3) {
+    p.erase(p.begin() + 1);
+    p.push_back(logical[1]);
+  }
+  return p;
+}
+
+// A value whose spatial dims are all 1 has the same bytes in both layouts.
+bool layout_free(const TensorType& t) {
+  if (!t.fully_known() || t.rank() < 3) return true;
+  for (int d = 2; d < t.rank(); ++d)
+    if (t.dims[d].value != 1) return false;
+  return true;
+}
+
+// Can a broadcast input of shape `b` be read in ChannelsLast order at no cost? True when moving its (aligned)
+// channel axis to the end does not move any bytes: its channel dim is 1 or all its spatial dims are 1.
+bool broadcast_view_ok(const Shape& b, int rank) {
+  if ((int)b.size() > rank) return false;
+  Shape a((size_t)(rank - (int)b.size()), 1);
+  a.insert(a.end(), b.begin(), b.end());
+  bool spatial_ones = true;
+  for (int d = 2; d < rank; ++d) spatial_ones = spatial_ones && a[d] == 1;
+  return a[1] == 1 || spatial_ones;
+}
+
+// Physical view of a broadcast input (aligned to `rank`) in ChannelsLast order.
+Shape broadcast_view(const Shape& b, int rank) {
+  Shape a((size_t)(rank - (int)b.size()), 1);
+  a.insert(a.end(), b.begin(), b.end());
+  return physical_shape(a);
+}
+
+}  // namespace
+
+// Chooses a memory layout for every value and inserts conversions where a kernel needs another one.
+// Kernels that can (convolutions, pooling, ...) produce ChannelsLast; layout-blind elementwise kernels keep it;
+// everything else gets Plain. Values with all spatial dims 1 need no conversion either way.
+void Plan::plan_layouts(ShapePlan& sp) const {
+  const size_t nv0 = sp.types.size();
+  sp.layout.assign(nv0, Layout::Plain);
+  sp.output_ids = output_ids_;
+  if (!channels_last_) return;
+  std::vector<Step> steps;
+  std::map<std::pair<int, int>, int> converted;  // (value, target layout) -> converted value id
+  auto new_value = [&](int from, Layout l) {
+    int id = (int)sp.types.size();
+    sp.types.push_back(sp.types[from]);
+    sp.constants.emplace_back();
+    sp.is_output.push_back(false);
+    sp.layout.push_back(l);
+    return id;
+  };
+  auto convert = [&](int id, Layout target) -> int {
+    if (id < 0 || sp.layout[id] == target || layout_free(sp.types[id])) return id;
+    auto key = std::make_pair(id, (int)target);
+    auto it = converted.find(key);
+    if (it != converted.end()) return it->second;
+    int nid = new_value(id, target);
+    Step c;
+    c.in = {id};
+    c.out = {nid};
+    c.convert_to = target;
+    c.in_layout = {sp.layout[id]};
+    c.out_layout = {target};
+    steps.push_back(std::move(c));
+    ++sp.conversions;
+    converted[key] = nid;
+    return nid;
+  };
+  for (auto& s : sp.steps) {
+    std::vector<const TensorType*> tin;
+    std::vector<Layout> lin;
+    for (int id : s.in) {
+      tin.push_back(id < 0 ? nullptr : &sp.types[id]);
+      lin.push_back(id < 0 ? Layout::Plain : sp.layout[id]);
+    }
+    LayoutRule rule = LayoutRule::PlainOnly;
+    if (!s.dynamic) rule = kernels_[s.node]->layout_rule(tin, lin);
+    Layout out_layout = Layout::Plain;
+    if (rule == LayoutRule::Elementwise) {
+      // ChannelsLast when a full-size input is, and every other input can be viewed in that order.
+      const TensorType& ot = sp.types[s.out[0]];
+      bool any_cl = false, ok = ot.fully_known() && ot.rank() >= 3;
+      Shape oshape = ok ? ot.concrete() : Shape{};
+      for (int id : s.in) {
+        if (id < 0 || !ok) continue;
+        if (!sp.types[id].fully_known()) { ok = false; continue; }
+        Shape sh = sp.types[id].concrete();
+        if (sh == oshape) any_cl = any_cl || (sp.layout[id] == Layout::ChannelsLast && !layout_free(sp.types[id]));
+        else if (!broadcast_view_ok(sh, ot.rank())) ok = false;
+      }
+      for (size_t o = 1; o < s.out.size(); ++o)
+        if (s.out[o] >= 0 && !(sp.types[s.out[o]].fully_known() && sp.types[s.out[o]].concrete() == oshape)) ok = false;
+      if (ok && any_cl) {
+        for (auto& id : s.in)
+          if (id >= 0 && sp.types[id].concrete() == oshape) id = convert(id, Layout::ChannelsLast);
+        s.physical_views = true;
+        out_layout = Layout::ChannelsLast;
+      } else {
+        rule = LayoutRule::PlainOnly;
+      }
+    }
+    if (rule == LayoutRule::PlainOnly)
+      for (auto& id : s.in) id = convert(id, Layout::Plain);
+    if (rule == LayoutRule::ChannelsLast) out_layout = Layout::ChannelsLast;
+    s.in_layout.clear();
+    for (int id : s.in) s.in_layout.push_back(id < 0 ? Layout::Plain : sp.layout[id]);
+    s.out_layout.clear();
+    for (int id : s.out) {
+      Layout l = Layout::Plain;
+      if (id >= 0 && out_layout == Layout::ChannelsLast && sp.types[id].rank() >= 3 && !layout_free(sp.types[id]))
+        l = Layout::ChannelsLast;
+      if (id >= 0) sp.layout[id] = l;
+      s.out_layout.push_back(l);
+    }
+    steps.push_back(std::move(s));
+  }
+  // Graph outputs are returned Plain.
+  for (auto& id : sp.output_ids) {
+    if (sp.layout[id] == Layout::Plain || layout_free(sp.types[id])) continue;
+    int nid = convert(id, Layout::Plain);
+    sp.is_output[id] = false;
+    sp.is_output[nid] = true;
+    id = nid;
+  }
+  sp.steps = std::move(steps);
+}
+
 void Plan::plan_memory(ShapePlan& sp) const {
-  const size_t nv = names_.size();
+  const size_t nv = sp.types.size();
   sp.offset.assign(nv, -1);
   sp.last_use.assign(nv, -1);
   for (size_t si = 0; si < sp.steps.size(); ++si)
@@ -238,6 +374,7 @@ ShapePlan& Plan::plan_for(const std::vector<const Tensor*>& inputs) {
   for (auto* t : inputs) types.push_back(TensorType::of(t->dtype(), t->shape()));
   ShapePlan sp = analyze(types, true);
   sp.signature = sig;
+  plan_layouts(sp);
   plan_memory(sp);
   cache_.push_front(std::move(sp));
   if (cache_.size() > 8) cache_.pop_back();
@@ -248,25 +385,32 @@ std::vector<Tensor> Plan::run(const std::vector<const Tensor*>& inputs) {
   omp_set_num_threads(threads_);
   ShapePlan& sp = plan_for(inputs);
   last_arena_bytes_ = sp.arena_bytes;
-  const size_t nv = names_.size();
+  const size_t nv = sp.types.size();
   std::vector<Tensor> slot(nv);
   for (size_t i = 0; i < input_ids_.size(); ++i) slot[input_ids_[i]] = *inputs[i];
   for (size_t id = 0; id < nv; ++id)
     if (!sp.constants[id].empty()) slot[id] = sp.constants[id];
   uint8_t* arena = static_cast<uint8_t*>(sp.arena.get());
+  static const Node conversion_node = [] {
+    Node n;
+    n.name = "layout conversion";
+    n.op_type = "LayoutConversion";
+    n.domain = "kiln";
+    return n;
+  }();
 
   for (size_t si = 0; si < sp.steps.size(); ++si) {
     const Step& s = sp.steps[si];
-    const Node& n = g_.nodes[s.node];
-    Kernel* k = kernels_[s.node].get();
+    const Node& n = s.node >= 0 ? g_.nodes[s.node] : conversion_node;
     std::vector<const Tensor*> pin;
     for (int id : s.in) {
       if (id < 0) { pin.push_back(nullptr); continue; }
       if (slot[id].empty())
-        throw Error(ErrorCode::RuntimeError, n.describe() + ": input '" + names_[id] + "' was not computed");
+        throw Error(ErrorCode::RuntimeError, n.describe() + ": input '" + names_[id < (int)names_.size() ? id : 0] + "' was not computed");
       pin.push_back(&slot[id]);
     }
     if (s.dynamic) {
+      Kernel* k = kernels_[s.node].get();
       std::vector<TensorType> rt;
       rt.reserve(pin.size());
       for (auto* t : pin) rt.push_back(t ? TensorType::of(t->dtype(), t->shape()) : TensorType{});
@@ -292,14 +436,59 @@ std::vector<Tensor> Plan::run(const std::vector<const Tensor*>& inputs) {
         else slot[id] = Tensor(t.dtype, t.concrete());
       }
     }
-    std::vector<Tensor*> pout;
-    for (int id : s.out) pout.push_back(id < 0 ? nullptr : &slot[id]);
-    RunContext rctx(n, pin, pout);
     auto t0 = on_step ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
-    try {
-      k->run(rctx);
-    } catch (...) {
-      rethrow_with_node(n, "execution");
+    if (s.node < 0) {
+      // Layout conversion between logical (N, C, D...) and physical (N, D..., C).
+      const Tensor& x = *pin[0];
+      Tensor& y = slot[s.out[0]];
+      const int r = x.rank();
+      std::vector<int> perm(r);
+      Shape in_shape = x.shape();
+      if (s.convert_to == Layout::ChannelsLast) {
+        perm[0] = 0;
+        for (int d = 2; d < r; ++d) perm[d - 1] = d;
+        perm[r - 1] = 1;
+      } else {
+        in_shape = physical_shape(x.shape());
+        perm[0] = 0;
+        perm[1] = r - 1;
+        for (int d = 2; d < r; ++d) perm[d] = d - 1;
+      }
+      data::transpose(y.raw(), x.raw(), in_shape, perm, dtype_size(x.dtype()));
+    } else {
+      Kernel* k = kernels_[s.node].get();
+      std::vector<Tensor*> pout;
+      for (int id : s.out) pout.push_back(id < 0 ? nullptr : &slot[id]);
+      if (s.physical_views) {
+        // Layout-blind kernel on ChannelsLast data: same bytes, physical shapes.
+        const int rank = sp.types[s.out[0]].rank();
+        const Shape oshape = sp.types[s.out[0]].concrete();
+        std::vector<Tensor> vin(pin.size()), vout(pout.size());
+        for (size_t i = 0; i < pin.size(); ++i) {
+          if (!pin[i]) continue;
+          const Shape& sh = pin[i]->shape();
+          vin[i] = pin[i]->reshaped(sh == oshape ? physical_shape(sh) : broadcast_view(sh, rank));
+          pin[i] = &vin[i];
+        }
+        for (size_t o = 0; o < pout.size(); ++o) {
+          if (!pout[o]) continue;
+          vout[o] = pout[o]->reshaped(physical_shape(pout[o]->shape()));
+          pout[o] = &vout[o];
+        }
+        RunContext rctx(n, pin, pout, s.in_layout, s.out_layout);
+        try {
+          k->run(rctx);
+        } catch (...) {
+          rethrow_with_node(n, "execution");
+        }
+      } else {
+        RunContext rctx(n, pin, pout, s.in_layout, s.out_layout);
+        try {
+          k->run(rctx);
+        } catch (...) {
+          rethrow_with_node(n, "execution");
+        }
+      }
     }
     if (on_step) on_step(n, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     for (size_t o = 0; o < s.out.size(); ++o)
@@ -311,8 +500,9 @@ std::vector<Tensor> Plan::run(const std::vector<const Tensor*>& inputs) {
         slot[id] = Tensor();
   }
   std::vector<Tensor> outs;
-  for (int id : output_ids_) {
-    if (slot[id].empty()) throw Error(ErrorCode::RuntimeError, "graph output '" + names_[id] + "' was not computed");
+  for (size_t i = 0; i < sp.output_ids.size(); ++i) {
+    int id = sp.output_ids[i];
+    if (slot[id].empty()) throw Error(ErrorCode::RuntimeError, "graph output '" + names_[output_ids_[i]] + "' was not computed");
     // Outputs that alias inputs, constants or the arena are copied so the caller owns them.
     bool owned = !sp.constants[id].empty() ? false : sp.offset[id] < 0;
     for (int in : input_ids_)

@@ -13,9 +13,12 @@
 namespace kiln {
 
 struct Step {
-  int node = -1;
+  int node = -1;              // graph node, or -1 for a layout conversion inserted by the planner
   std::vector<int> in, out;   // value ids, -1 for an absent optional
   bool dynamic = false;       // output shapes known only at run time
+  Layout convert_to = Layout::Plain;     // for conversions: the target layout of out[0]
+  bool physical_views = false;           // LayoutRule::Elementwise in ChannelsLast: hand physical-order views
+  std::vector<Layout> in_layout, out_layout;
 };
 
 // Everything that depends on the concrete input shapes.
@@ -27,6 +30,9 @@ struct ShapePlan {
   std::vector<int64_t> offset;         // per value: arena offset, or -1
   std::vector<int> last_use;           // per value: last step index reading it
   std::vector<bool> is_output;         // per value
+  std::vector<Layout> layout;          // per value (values added by the planner come after the graph's)
+  std::vector<int> output_ids;         // graph outputs (after any conversion back to Plain)
+  int conversions = 0;                 // layout conversion steps inserted
   size_t arena_bytes = 0;
   std::shared_ptr<void> arena;
   int folded_nodes = 0;
@@ -34,7 +40,7 @@ struct ShapePlan {
 
 class Plan {
  public:
-  Plan(const Graph& g, int threads);
+  Plan(const Graph& g, int threads, bool channels_last = true);
   // Symbolic pass over the declared input types: fills `types` for show/validation. Throws on errors.
   ShapePlan analyze(const std::vector<TensorType>& input_types, bool fold) const;
   // Runs with inputs in graph-input order.
@@ -47,10 +53,12 @@ class Plan {
 
  private:
   ShapePlan& plan_for(const std::vector<const Tensor*>& inputs);
+  void plan_layouts(ShapePlan& sp) const;
   void plan_memory(ShapePlan& sp) const;
 
   const Graph& g_;
   int threads_;
+  bool channels_last_;
   std::vector<std::string> names_;
   std::unordered_map<std::string, int> ids_;
   std::vector<std::unique_ptr<Kernel>> kernels_;   // per node

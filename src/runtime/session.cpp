@@ -2,6 +2,8 @@
 
 #include <sched.h>
 
+#include <cstdlib>
+
 #include <map>
 #include <set>
 
@@ -89,7 +91,10 @@ Status Session::init(const SessionOptions& options) {
       if (!dtype_supported(in.type.dtype))
         throw Error(ErrorCode::Unsupported, file + ": input '" + in.name + "' has type " + dtype_name(in.type.dtype) + ", which kiln does not support");
     try {
-      plan_ = std::make_unique<Plan>(*graph_, threads_);
+      // ChannelsLast propagation is part of optimisation; KILN_LAYOUT=plain turns it off (for comparisons).
+      const char* layout_env = std::getenv("KILN_LAYOUT");
+      bool channels_last = options.optimize && !(layout_env && std::string(layout_env) == "plain");
+      plan_ = std::make_unique<Plan>(*graph_, threads_, channels_last);
     } catch (const Error& e) {
       throw Error(e.code(), file + ": " + e.what());
     }

@@ -27,6 +27,16 @@ dnnl::memory::format_tag plain_tag(int rank) {
   }
 }
 
+dnnl::memory::format_tag channels_last_tag(int rank) {
+  using T = dnnl::memory::format_tag;
+  switch (rank) {
+    case 3: return T::acb;
+    case 4: return T::acdb;
+    case 5: return T::acdeb;
+    default: throw Error(ErrorCode::Unsupported, "no channels-last layout for rank " + std::to_string(rank));
+  }
+}
+
 dnnl::memory::data_type dnnl_type(DType t) {
   using D = dnnl::memory::data_type;
   switch (t) {

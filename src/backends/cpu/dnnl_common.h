@@ -13,6 +13,8 @@ dnnl::stream& stream();   // one in-order stream per calling thread
 inline dnnl::memory::dims to_dims(const Shape& s) { return dnnl::memory::dims(s.begin(), s.end()); }
 // Plain row-major tag for a rank (a, ab, abc, ...).
 dnnl::memory::format_tag plain_tag(int rank);
+// Channels-last tag for a rank (acb = nwc, acdb = nhwc, acdeb = ndhwc); rank >= 3.
+dnnl::memory::format_tag channels_last_tag(int rank);
 // oneDNN data type for a kiln dtype (undef when oneDNN has none).
 dnnl::memory::data_type dnnl_type(DType t);
 

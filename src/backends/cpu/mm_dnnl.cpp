@@ -160,6 +160,7 @@ bool MatmulCache::run(const MatmulCall& c0) {
 struct PoolCache::Entry {
   struct Key {
     Shape in;
+    bool channels_last = false;
     bool operator==(const Key&) const = default;
   } key;
   bool ok = false;
@@ -170,14 +171,15 @@ struct PoolCache::Entry {
 PoolCache::PoolCache() = default;
 PoolCache::~PoolCache() = default;
 
-bool PoolCache::run(const PoolAttrs& a, const PoolGeom& g, const float* x, float* y) {
+bool PoolCache::run(const PoolAttrs& a, const PoolGeom& g, const float* x, float* y, bool channels_last) {
   if (a.kind == PoolKind::Lp || g.nsp < 1 || g.nsp > 3) return false;
   Shape in{g.N, g.C};
   in.insert(in.end(), g.in.begin(), g.in.end());
-  Entry* e = lookup(entries_, Entry::Key{in});
+  Entry* e = lookup(entries_, Entry::Key{in, channels_last});
   if (!e) {
     auto ne = std::make_unique<Entry>();
     ne->key.in = in;
+    ne->key.channels_last = channels_last;
     ne->ok = true;
     // oneDNN derives the output size with floor((in + pl + pr - dk) / s) + 1: choose the right pad
     // that yields ONNX's output size (ceil_mode may need more, the last-window rule less).
@@ -197,8 +199,9 @@ bool PoolCache::run(const PoolAttrs& a, const PoolGeom& g, const float* x, float
         const auto alg = a.kind == PoolKind::Max ? dnnl::algorithm::pooling_max
                          : a.count_include_pad   ? dnnl::algorithm::pooling_avg_include_padding
                                                  : dnnl::algorithm::pooling_avg_exclude_padding;
-        memory::desc x_md(cpu::to_dims(in), dt::f32, cpu::plain_tag((int)in.size()));
-        memory::desc y_md(cpu::to_dims(g.out_shape()), dt::f32, cpu::plain_tag((int)in.size()));
+        const auto tag = channels_last ? cpu::channels_last_tag((int)in.size()) : cpu::plain_tag((int)in.size());
+        memory::desc x_md(cpu::to_dims(in), dt::f32, tag);
+        memory::desc y_md(cpu::to_dims(g.out_shape()), dt::f32, tag);
         dnnl::pooling_v2_forward::desc d(dnnl::prop_kind::forward_inference, alg, x_md, y_md, cpu::to_dims(g.strides),
                                          cpu::to_dims(g.kernel), dil, cpu::to_dims(g.pad_l), pr);
         dnnl::pooling_v2_forward::primitive_desc pd(d, cpu::engine());

@@ -42,7 +42,8 @@ class PoolCache {
   ~PoolCache();
   // float32 pooling through oneDNN; false when the configuration is not expressible
   // (Lp pooling, include-pad averaging over a ceil_mode overhang, unsupported geometry).
-  bool run(const PoolAttrs& a, const PoolGeom& g, const float* x, float* y);
+  // channels_last: x and y are stored N, spatial..., C (the logical shapes in g are unchanged).
+  bool run(const PoolAttrs& a, const PoolGeom& g, const float* x, float* y, bool channels_last = false);
 
  private:
   struct Entry;
