@@ -85,7 +85,8 @@ def craft_nifti1(path, arr_ijk, dtype, endian='<', slope=None, inter=None, qform
     blob = hdr.binaryblock + (b'\x01\0\0\0' if ext else b'\0\0\0\0') + ext
     data = np.asarray(arr_ijk, dtype=np.dtype(dtype).newbyteorder(endian)).tobytes(order='F')
     raw = blob + data
-    (gzip.open if gz else open)(path, 'wb').write(raw)
+    with (gzip.GzipFile(path, 'wb', mtime=0) if gz else open(path, 'wb')) as f:
+        f.write(raw)
 
 
 def main():
@@ -169,6 +170,28 @@ def main():
     np.save(os.path.join(OUT, 'io_cc_mask.npy'), mask)
     np.save(os.path.join(OUT, 'io_cc_labels.npy'), labels)
     refs['cc'] = {'num_components': int(labels.max())}
+
+    # 5. Small torch checkpoints: one without inference_allowed_mirroring_axes (stored zip, as torch writes it),
+    #    one with assorted plain values re-zipped with deflate under another archive prefix.
+    import torch
+    import zipfile
+    torch.save({'network_weights': {'w': torch.zeros(3)}, 'trainer_name': 'nnUNetTrainer_noMirroring',
+                'init_args': {'configuration': '3d_fullres', 'fold': 0}},
+               os.path.join(OUT, 'io_ckpt_nomirror.pth'))
+    values = {'init_args': {'configuration': '2d', 'fold': 1}, 'inference_allowed_mirroring_axes': (0, 1),
+              'ints': [0, 1, 255, 256, 65535, 65536, -1, -300, -70000, 2**31 - 1, -2**31, 2**40, -2**40, 2**63 - 1, -2**63],
+              'big': 2**70, 'float': 0.1, 'neg_float': -2.5e-300, 'text': 'h\u00e9llo', 'long_text': 'x' * 300,
+              'bytes': b'\x00\x01\xff', 'none': None, 'flags': (True, False), 'nested': {'a': [(1, 2), [3, [4]]]},
+              'tensor': torch.arange(4, dtype=torch.float32)}
+    tmp = os.path.join(OUT, 'tmp_ckpt.pth')
+    torch.save(values, tmp)
+    with zipfile.ZipFile(tmp) as zin, zipfile.ZipFile(os.path.join(OUT, 'io_ckpt_deflated.pth'), 'w',
+                                                       compression=zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            zout.writestr('renamed_archive/' + info.filename.split('/', 1)[1], zin.read(info.filename))
+    os.remove(tmp)
+    loaded = torch.load(os.path.join(OUT, 'io_ckpt_deflated.pth'))
+    assert loaded['ints'] == values['ints'] and loaded['big'] == 2**70
 
     with open(os.path.join(OUT, 'io_refs.json'), 'w') as f:
         json.dump(refs, f, indent=1)

@@ -424,21 +424,44 @@ class Unpickler {
     o->obj.args = args;
     return o;
   }
+  // Inserting into a list/dict is the only way to build a reference cycle (tuples and objects are built from
+  // existing values); cycles are refused so every parsed value can be freed and walked safely.
+  void check_no_cycle(const PyValue* target, const PyList& values) {
+    std::vector<const PyValue*> todo;
+    for (const auto& v : values)
+      if (v && (!v->items.empty() || !v->dict.empty() || !v->obj.args.empty())) todo.push_back(v.get());
+    while (!todo.empty()) {
+      const PyValue* v = todo.back();
+      todo.pop_back();
+      if (v == target) fail("self-referencing container (reference cycle) is not supported");
+      if (++cycle_work_ > kMaxCycleWork) fail("too many shared references (pickle too complex)");
+      for (const auto& c : v->items) todo.push_back(c.get());
+      for (const auto& kv : v->dict) {
+        todo.push_back(kv.first.get());
+        todo.push_back(kv.second.get());
+      }
+      for (const auto& c : v->obj.args) todo.push_back(c.get());
+    }
+  }
   void set_items(const Ptr& target, const PyList& kv) {
     if (target->kind == PyValue::Object) return;  // e.g. a custom dict subclass: contents ignored
     if (target->kind != PyValue::Dict) fail("SETITEM(S) on a value that is not a dict");
     if (target->dict.size() + kv.size() / 2 > kMaxStack) fail("dict too large");
+    check_no_cycle(target.get(), kv);
     for (size_t i = 0; i + 1 < kv.size(); i += 2) target->dict.emplace_back(kv[i], kv[i + 1]);
   }
   void append_items(const Ptr& target, const PyList& items) {
     if (target->kind == PyValue::Object) return;
     if (target->kind != PyValue::List) fail("APPEND(S) on a value that is not a list");
     if (target->items.size() + items.size() > kMaxStack) fail("list too large");
+    check_no_cycle(target.get(), items);
     target->items.insert(target->items.end(), items.begin(), items.end());
   }
 
   static constexpr size_t kMaxStack = size_t(1) << 26;
   static constexpr size_t kMaxMemo = size_t(1) << 26;
+  static constexpr size_t kMaxCycleWork = size_t(1) << 27;
+  size_t cycle_work_ = 0;
   const std::string& b_;
   std::string label_;
   size_t pos_ = 0, op_pos_ = 0;
