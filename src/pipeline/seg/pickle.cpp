@@ -429,10 +429,12 @@ class Unpickler {
   void check_no_cycle(const PyValue* target, const PyList& values) {
     std::vector<const PyValue*> todo;
     for (const auto& v : values)
-      if (v && (!v->items.empty() || !v->dict.empty() || !v->obj.args.empty())) todo.push_back(v.get());
+      if (v && (v->kind == PyValue::List || v->kind == PyValue::Tuple || v->kind == PyValue::Dict || v->kind == PyValue::Object))
+        todo.push_back(v.get());
     while (!todo.empty()) {
       const PyValue* v = todo.back();
       todo.pop_back();
+      if (!v) continue;
       if (v == target) fail("self-referencing container (reference cycle) is not supported");
       if (++cycle_work_ > kMaxCycleWork) fail("too many shared references (pickle too complex)");
       for (const auto& c : v->items) todo.push_back(c.get());
