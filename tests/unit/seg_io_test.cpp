@@ -424,8 +424,8 @@ TEST(SegPickle, HostileBytesNeverCrash) {
   expect_invalid("}K\x01" "a.", "not a list");
   expect_invalid("K\x01K\x02R.", "not a tuple");
   expect_invalid("\xff", "unsupported opcode 0xff");
-  expect_invalid("]\x94h\x00" "a.", "cycle");          // l.append(l)
-  expect_invalid("}\x94K\x01h\x00s.", "cycle");        // d[1] = d
+  expect_invalid(std::string("]\x94h\x00" "a.", 6), "cycle");    // l.append(l)
+  expect_invalid(std::string("}\x94K\x01h\x00s.", 8), "cycle");  // d[1] = d
   expect_invalid("e.", "MARK");
   expect_invalid("cos\nsystem", "truncated");
 
@@ -472,7 +472,7 @@ TEST(SegPickle, RejectsBadZips) {
   const std::string good = read_all(kData + "io_ckpt_nomirror.pth");
   write_all(tmp / "trunc.pth", good.substr(0, good.size() / 2));
   expect_error([&] { read_torch_checkpoint(tmp / "trunc.pth"); }, ErrorCode::InvalidModel, {"trunc.pth"});
-  write_all(tmp / "notzip.pth", "\x80\x02}q\x00.");
+  write_all(tmp / "notzip.pth", std::string(64, 'N') + ".");
   expect_error([&] { read_torch_checkpoint(tmp / "notzip.pth"); }, ErrorCode::InvalidModel, {"notzip.pth", "not a zip"});
   std::string corrupt = good;
   const size_t at = corrupt.find("nnUNetTrainer_noMirroring");
@@ -696,15 +696,15 @@ TEST(SegPostprocess, ConnectivityIs26AndTiesKeepAll) {
   at(3, 3, 3) = 1;
   at(3, 3, 2) = 1;  // another component of size 2 (tie)
   at(0, 3, 0) = 1;  // size 1: removed
-  at(0, 0, 3) = 2;  // label 2 untouched by a step on label 1
+  at(0, 3, 3) = 2;  // label 2 untouched by a step on label 1
   apply_postprocessing(seg, {PostprocessStep{{{1}}}});
   EXPECT_EQ(at(0, 0, 0), 1);
   EXPECT_EQ(at(1, 1, 1), 1);
   EXPECT_EQ(at(3, 3, 3), 1);
   EXPECT_EQ(at(3, 3, 2), 1);
   EXPECT_EQ(at(0, 3, 0), 0);
-  EXPECT_EQ(at(0, 0, 3), 2);
-  // a region step: union of labels 1 and 2; the label-2 voxel at (0,0,3) is isolated -> removed
+  EXPECT_EQ(at(0, 3, 3), 2);
+  // a region step: union of labels 1 and 2; the label-2 voxel at (0,3,3) is isolated -> removed
   at(0, 3, 0) = 1;
   at(1, 1, 2) = 2;  // joins the first component (now size 3: the single largest)
   apply_postprocessing(seg, {PostprocessStep{{{1, 2}}}});
@@ -712,7 +712,7 @@ TEST(SegPostprocess, ConnectivityIs26AndTiesKeepAll) {
   EXPECT_EQ(at(0, 0, 0), 1);
   EXPECT_EQ(at(3, 3, 3), 0);
   EXPECT_EQ(at(0, 3, 0), 0);
-  EXPECT_EQ(at(0, 0, 3), 0);
+  EXPECT_EQ(at(0, 3, 3), 0);
 }
 
 TEST(SegPostprocess, IdenticalToNnunetOnReferenceCases) {

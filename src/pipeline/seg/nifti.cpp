@@ -435,8 +435,10 @@ void write_atomic(const std::string& path, const std::string& header, const void
   static std::atomic<unsigned> counter{0};
   namespace fs = std::filesystem;
   const fs::path target(path);
-  const std::string tmp = (target.parent_path() / ("." + target.filename().string() + ".tmp" + std::to_string(::getpid()) + "_" +
-                                                   std::to_string(counter++))).string();
+  std::string tmp_name = ".";  // hidden, same directory (rename stays on one file system)
+  tmp_name += target.filename().string();
+  tmp_name += ".tmp" + std::to_string(::getpid()) + "_" + std::to_string(counter++);
+  const std::string tmp = (target.parent_path() / tmp_name).string();
   const bool gz = ends_with(path, ".gz");
   auto fail_io = [&](const std::string& what) {
     std::error_code ec;

@@ -418,9 +418,37 @@ class Unpickler {
             d->dict.emplace_back(kv->items[0], kv->items[1]);
       return d;
     }
+    const std::string& mod = fn->obj.module;
+    const std::string& name = fn->obj.name;
+    if (mod == "_codecs" && name == "encode" && args.size() == 2 && args[0]->kind == PyValue::Str &&
+        args[1]->kind == PyValue::Str && (args[1]->s == "latin1" || args[1]->s == "latin-1")) {
+      // protocol 2 writes bytes as _codecs.encode(<latin-1 text>, 'latin1'): decode the UTF-8 code points
+      auto out = make(PyValue::Bytes);
+      const std::string& u = args[0]->s;
+      for (size_t i = 0; i < u.size();) {
+        unsigned char c0 = (unsigned char)u[i];
+        if (c0 < 0x80) {
+          out->s += (char)c0;
+          i += 1;
+        } else if ((c0 & 0xE0) == 0xC0 && i + 1 < u.size() && (c0 & 0x1F) <= 0x03) {
+          out->s += (char)(((c0 & 0x1F) << 6) | ((unsigned char)u[i + 1] & 0x3F));
+          i += 2;
+        } else {
+          fail("_codecs.encode: text is not latin-1");
+        }
+      }
+      return out;
+    }
+    if ((mod == "builtins" || mod == "__builtin__") && (name == "bytes" || name == "bytearray") && args.empty())
+      return make(PyValue::Bytes);
+    if ((mod == "builtins" || mod == "__builtin__") && (name == "set" || name == "frozenset" || name == "list")) {
+      auto l = make(PyValue::List);
+      if (!args.empty() && (args[0]->kind == PyValue::List || args[0]->kind == PyValue::Tuple)) l->items = args[0]->items;
+      return l;
+    }
     auto o = make(PyValue::Object);
-    o->obj.module = fn->obj.module;
-    o->obj.name = fn->obj.name;
+    o->obj.module = mod;
+    o->obj.name = name;
     o->obj.args = args;
     return o;
   }
