@@ -226,6 +226,19 @@ TEST(SegNifti, RejectsMalformedFiles) {
   write_all(voff, b);
   expect_error([&] { read_nifti(voff); }, ErrorCode::InvalidArgument, {voff, "vox_offset"});
 
+  // a header claiming 4000^3 voxels (6.4e10, 64 GB of uint8) over a short file: "truncated", without
+  // allocating the claimed size first; 32767^3 is refused as too large
+  b = good;
+  int16_t huge[4] = {3, 4000, 4000, 4000};
+  std::memcpy(&b[40], huge, sizeof(huge));
+  const std::string claim = tmp / "claim.nii.gz";
+  write_all(claim, gzip_bytes(b));
+  expect_error([&] { read_nifti(claim); }, ErrorCode::InvalidArgument, {claim, "truncated"});
+  int16_t huger[4] = {3, 32767, 32767, 32767};
+  std::memcpy(&b[40], huger, sizeof(huger));
+  write_all(claim, b);
+  expect_error([&] { read_nifti(claim); }, ErrorCode::InvalidArgument, {claim, "too large"});
+
   expect_error([&] { read_nifti(tmp / "absent.nii.gz"); }, ErrorCode::IoError, {"absent.nii.gz"});
 }
 

@@ -228,7 +228,7 @@ NiftiImage read_nifti(const std::string& path) {
                   "); supported: uint8, int8, int16, uint16, int32, uint32, int64, float32, float64");
   const int64_t ni = dim[1], nj = dim[2], nk = dim[3];
   const int64_t kMaxVoxels = int64_t(1) << 36;
-  if (ni > kMaxVoxels || nj > kMaxVoxels || nk > kMaxVoxels || ni * nj > kMaxVoxels || ni * nj * nk > kMaxVoxels)
+  if (ni > kMaxVoxels || nj > kMaxVoxels / ni || nk > kMaxVoxels / (ni * nj))  // no overflow: each step is bounded
     bad(path, "image of " + std::to_string(ni) + " x " + std::to_string(nj) + " x " + std::to_string(nk) + " voxels is too large");
   const int64_t n = ni * nj * nk;
 
@@ -300,25 +300,38 @@ NiftiImage read_nifti(const std::string& path) {
   const size_t pos = hsize;
   in.skip((size_t)vox_offset - pos);
   const size_t nbytes = (size_t)n * (size_t)bytes;
-  std::vector<unsigned char> raw(nbytes);
-  got = in.read(raw.data(), nbytes);
-  if (got < nbytes)
-    bad(path, "truncated: expected " + std::to_string(nbytes) + " bytes of voxel data after vox_offset " +
-                  std::to_string((int64_t)vox_offset) + ", found " + std::to_string(got));
+  // Read in chunks so that a header claiming a huge image over a short (or compressed) file fails as
+  // "truncated" before anything of the claimed size is allocated.
+  const size_t kChunk = size_t(1) << 24;  // a multiple of every element size
+  std::vector<std::vector<unsigned char>> chunks;
+  size_t total = 0;
+  while (total < nbytes) {
+    const size_t want = std::min(kChunk, nbytes - total);
+    chunks.emplace_back(want);
+    got = in.read(chunks.back().data(), want);
+    total += got;
+    if (got < want)
+      bad(path, "truncated: expected " + std::to_string(nbytes) + " bytes of voxel data after vox_offset " +
+                    std::to_string((int64_t)vox_offset) + ", found " + std::to_string(total));
+  }
   img.data = Tensor(DType::Float32, {nk, nj, ni});  // file order (i fastest) == row-major [k][j][i]
   float* dst = img.data.data<float>();
-  const unsigned char* src = raw.data();
-  switch (datatype) {
-    case 2: convert<uint8_t>(src, swap, n, dst, scale, slope, inter); break;
-    case 256: convert<int8_t>(src, swap, n, dst, scale, slope, inter); break;
-    case 4: convert<int16_t>(src, swap, n, dst, scale, slope, inter); break;
-    case 512: convert<uint16_t>(src, swap, n, dst, scale, slope, inter); break;
-    case 8: convert<int32_t>(src, swap, n, dst, scale, slope, inter); break;
-    case 768: convert<uint32_t>(src, swap, n, dst, scale, slope, inter); break;
-    case 1024: convert<int64_t>(src, swap, n, dst, scale, slope, inter); break;
-    case 16: convert<float>(src, swap, n, dst, scale, slope, inter); break;
-    case 64: convert<double>(src, swap, n, dst, scale, slope, inter); break;
-    default: bad(path, "unsupported datatype " + std::to_string(datatype));
+  for (const auto& ch : chunks) {
+    const unsigned char* src = ch.data();
+    const int64_t m = (int64_t)(ch.size() / (size_t)bytes);
+    switch (datatype) {
+      case 2: convert<uint8_t>(src, swap, m, dst, scale, slope, inter); break;
+      case 256: convert<int8_t>(src, swap, m, dst, scale, slope, inter); break;
+      case 4: convert<int16_t>(src, swap, m, dst, scale, slope, inter); break;
+      case 512: convert<uint16_t>(src, swap, m, dst, scale, slope, inter); break;
+      case 8: convert<int32_t>(src, swap, m, dst, scale, slope, inter); break;
+      case 768: convert<uint32_t>(src, swap, m, dst, scale, slope, inter); break;
+      case 1024: convert<int64_t>(src, swap, m, dst, scale, slope, inter); break;
+      case 16: convert<float>(src, swap, m, dst, scale, slope, inter); break;
+      case 64: convert<double>(src, swap, m, dst, scale, slope, inter); break;
+      default: bad(path, "unsupported datatype " + std::to_string(datatype));
+    }
+    dst += m;
   }
   return img;
 }
