@@ -11,6 +11,8 @@ Writes under tests/data/seg/:
   io_written_*.nii[.gz] files written by nibabel the way nnU-Net's NibabelIO.write_seg does
                         (Nifti1Image(seg.transpose(2,1,0), affine) + nibabel.save), to compare our writer with
   io_cc_mask.npy, io_cc_labels.npy   a random binary volume and skimage.measure.label(connectivity=3) of it
+  io_ckpt_nomirror.pth  torch.save of a checkpoint-like dict without inference_allowed_mirroring_axes
+  io_ckpt_deflated.pth  torch.save of assorted plain values, re-zipped with deflate under another archive name
 The nibabel *reader* is the reference for every value: files are crafted byte by byte here, then loaded
 with nibabel to record what it makes of them.
 """
