@@ -80,23 +80,24 @@ namespace {
 // ---- float16 storage -------------------------------------------------------------------------------------------
 // double -> IEEE half, round to nearest even, directly from double (as numpy's float64 -> float16 cast).
 uint16_t double_to_half(double d) {
-  uint16_t sign = std::signbit(d) ? 0x8000 : 0;
-  double a = std::fabs(d);
+  uint64_t bits;
+  std::memcpy(&bits, &d, 8);
+  const uint16_t sign = static_cast<uint16_t>((bits >> 48) & 0x8000);
+  const uint64_t absb = bits & 0x7fffffffffffffffULL;
+  const double a = std::fabs(d);
   if (std::isnan(d)) return sign | 0x7e00;
   if (a >= 65520.0) return sign | 0x7c00;  // 65520 is the midpoint 65504..65536 and ties to even = inf
   if (a < 0x1p-14) {                       // subnormal (or rounds up to the smallest normal: q == 1024)
-    const double q = std::nearbyint(a * 0x1p24);
+    const double q = std::nearbyint(a * 0x1p24);  // exact scaling, round half to even
     return sign | static_cast<uint16_t>(q);
   }
-  int ex;
-  std::frexp(a, &ex);  // a = m * 2^ex, m in [0.5, 1)
-  int e = ex - 1;      // a in [2^e, 2^(e+1))
-  double mant = std::nearbyint(std::ldexp(a, 10 - e));  // in [1024, 2048]
-  if (mant >= 2048.0) {
-    mant = 1024.0;
-    ++e;
-  }
-  return sign | static_cast<uint16_t>(((e + 15) << 10) + (static_cast<int>(mant) - 1024));
+  // normal: keep 10 of the 52 mantissa bits, round half to even on the 42 dropped ones (a carry into the
+  // exponent field is the correct result)
+  const uint32_t e = static_cast<uint32_t>(absb >> 52) - 1023 + 15;
+  uint32_t h = (e << 10) | static_cast<uint32_t>((absb >> 42) & 0x3ff);
+  const uint64_t rem = absb & ((1ULL << 42) - 1), halfway = 1ULL << 41;
+  if (rem > halfway || (rem == halfway && (h & 1))) ++h;
+  return sign | static_cast<uint16_t>(h);
 }
 
 // ---- one separable 1D pass ---------------------------------------------------------------------------------------
@@ -154,7 +155,13 @@ void prefilter_cubic(double* c, int64_t N, int64_t B) {
   for (int64_t i = 0; i < N * B; ++i) c[i] *= gain;
   // causal initial value: c0 + z/(1 - z^2N) * (c0 + z^N c[N-1] + sum_{i=1..N-1} z^i (c[i] + z^N c[N-1-i]))
   const double zN = std::pow(z, static_cast<double>(N));
-  std::vector<double> acc(B);
+  double acc_small[256];
+  std::vector<double> acc_big;
+  double* acc = acc_small;
+  if (B > 256) {
+    acc_big.resize(B);
+    acc = acc_big.data();
+  }
   for (int64_t j = 0; j < B; ++j) acc[j] = c[j] + zN * c[(N - 1) * B + j];
   double zi = z;
   for (int64_t i = 1; i < N; ++i) {
@@ -179,53 +186,73 @@ void prefilter_cubic(double* c, int64_t N, int64_t B) {
   }
 }
 
+// Gathers an (n, bw) block of the source, column j being line (ob, j0 + j) of `src` (outer, n, inner), into rows
+// `row0`.. of `blk` with row stride bw; rows outside [0, n) repeat the edge samples (np.pad mode 'edge').
+// When inner == 1 the "columns" are consecutive lines (a small transpose), so every pass runs vectorised over
+// columns, also along the contiguous last axis.
+
 // src (outer, n, inner) -> dst (outer, m, inner), both double, along the middle dimension.
 void resample_pass(const double* src, double* dst, int64_t outer, int64_t inner, const AxisTable& t) {
   const int64_t n = t.n, m = t.m;
-  // Tasks: (outer index, block of inner columns). Blocks keep the order-3 working set small and vectorisable.
-  const int64_t B = inner >= 64 ? 256 : inner;
-  const int64_t nblk = (inner + B - 1) / B;
-  const int64_t tasks = outer * nblk;
-  if (t.order == 3) {
-    const int64_t N = n + 2 * kPad;
+  // Tasks: blocks of up to B columns. For inner > 1 a task is (outer index, block of inner columns); for inner == 1
+  // a task is a group of up to B consecutive lines. Each output value is computed by exactly one task, in the same
+  // order whatever the thread count (deterministic).
+  const bool lines = inner == 1;
+  const int64_t B = lines ? 32 : (inner >= 64 ? 256 : inner);
+  const int64_t ncols = lines ? outer : inner;
+  const int64_t nblk = (ncols + B - 1) / B;
+  const int64_t tasks = lines ? nblk : outer * nblk;
+  const int64_t N = t.order == 3 ? n + 2 * kPad : n;
+  const int64_t off = t.order == 3 ? kPad : 0;
 #pragma omp parallel
-    {
-      std::vector<double> ext;
+  {
+    std::vector<double> ext, res;
 #pragma omp for schedule(static)
-      for (int64_t task = 0; task < tasks; ++task) {
-        const int64_t ob = task / nblk, j0 = (task % nblk) * B, bw = std::min(B, inner - j0);
-        ext.resize(static_cast<size_t>(N * bw));
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t ob = lines ? task * B : task / nblk;
+      const int64_t j0 = lines ? 0 : (task % nblk) * B;
+      const int64_t bw = lines ? std::min(B, outer - ob) : std::min(B, inner - j0);
+      ext.resize(static_cast<size_t>(N * bw));
+      // gather (with edge extension for order 3)
+      if (!lines) {
         const double* s = src + ob * n * inner + j0;
         for (int64_t i = 0; i < N; ++i) {
-          const int64_t si = std::min(std::max<int64_t>(i - kPad, 0), n - 1);
+          const int64_t si = std::min(std::max<int64_t>(i - off, 0), n - 1);
           std::memcpy(&ext[i * bw], s + si * inner, sizeof(double) * (size_t)bw);
         }
-        prefilter_cubic(ext.data(), N, bw);
-        double* d = dst + ob * m * inner + j0;
-        for (int64_t o = 0; o < m; ++o) {
+      } else {
+        for (int64_t j = 0; j < bw; ++j) {
+          const double* s = src + (ob + j) * n;
+          for (int64_t i = 0; i < N; ++i) ext[i * bw + j] = s[std::min(std::max<int64_t>(i - off, 0), n - 1)];
+        }
+      }
+      if (t.order == 3) prefilter_cubic(ext.data(), N, bw);
+      // evaluate into res (m, bw)
+      res.resize(static_cast<size_t>(m * bw));
+      for (int64_t o = 0; o < m; ++o) {
+        double* dr = &res[o * bw];
+        if (t.order == 3) {
           const double* w = &t.w[o * 4];
           const double* c0 = &ext[t.idx[o] * bw];
           const double *c1 = c0 + bw, *c2 = c1 + bw, *c3 = c2 + bw;
-          double* dr = d + o * inner;
           for (int64_t j = 0; j < bw; ++j) dr[j] = w[0] * c0[j] + w[1] * c1[j] + w[2] * c2[j] + w[3] * c3[j];
-        }
-      }
-    }
-  } else {
-#pragma omp parallel for schedule(static)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t ob = task / nblk, j0 = (task % nblk) * B, bw = std::min(B, inner - j0);
-      const double* s = src + ob * n * inner + j0;
-      double* d = dst + ob * m * inner + j0;
-      for (int64_t o = 0; o < m; ++o) {
-        double* dr = d + o * inner;
-        if (t.order == 1) {
+        } else if (t.order == 1) {
           const int64_t i0 = t.idx[o], i1 = std::min(i0 + 1, n - 1);
           const double w0 = t.w[o * 2], w1 = t.w[o * 2 + 1];
-          const double *a = s + i0 * inner, *b = s + i1 * inner;
+          const double *a = &ext[i0 * bw], *b = &ext[i1 * bw];
           for (int64_t j = 0; j < bw; ++j) dr[j] = w0 * a[j] + w1 * b[j];
         } else {
-          std::memcpy(dr, s + t.idx[o] * inner, sizeof(double) * (size_t)bw);
+          std::memcpy(dr, &ext[t.idx[o] * bw], sizeof(double) * (size_t)bw);
+        }
+      }
+      // scatter
+      if (!lines) {
+        double* d = dst + ob * m * inner + j0;
+        for (int64_t o = 0; o < m; ++o) std::memcpy(d + o * inner, &res[o * bw], sizeof(double) * (size_t)bw);
+      } else {
+        for (int64_t j = 0; j < bw; ++j) {
+          double* d = dst + (ob + j) * m;
+          for (int64_t o = 0; o < m; ++o) d[o] = res[o * bw + j];
         }
       }
     }
