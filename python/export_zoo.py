@@ -6,6 +6,7 @@ For each model, OUT/<name>/ gets (ONNX backend-test layout):
   test_data_set_0/input_0.pb       random normal(0,1) input, batch 1
   test_data_set_0/output_0.pb      PyTorch's output for it
   test_data_set_1/...              the same with batch 2 (only with a dynamic batch)
+  test_data_set_2/...              fully convolutional models: another spatial size (dims reversed)
   bn_stats.pt                      calibrated BatchNorm buffers (used by bench/torch_bench.py)
   meta.json                        name, kind, input_shape (benchmark shape), ...
 
@@ -318,6 +319,10 @@ def export_one(name, out_dir):
     if dynamic_batch:
         x1 = random_input((2,) + tuple(test_shape[1:]), seed=1)
         write_test_set(os.path.join(work_dir, "test_data_set_1"), model, x1)
+    if spec.dynamic_spatial and dynamic_batch:
+        # Another spatial size for the same model file: the spatial dims in reverse order.
+        x2 = random_input(tuple(test_shape[:2]) + tuple(reversed(test_shape[2:])), seed=2)
+        write_test_set(os.path.join(work_dir, "test_data_set_2"), model, x2)
 
     # FLOPs at the benchmark shape; a fully convolutional net scales with the element count.
     flops = count_flops(model, torch.from_numpy(x0))

@@ -1,6 +1,10 @@
 #include "onnx/loader.h"
 
 #include <cstring>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -139,9 +143,9 @@ TensorType type_from_proto(const onnx::TypeProto& tp, const std::string& where) 
   return t;
 }
 
-std::unique_ptr<Graph> graph_from_proto(const onnx::GraphProto& gp, const LoadCtx& ctx, int depth);
+std::unique_ptr<Graph> graph_from_proto(onnx::GraphProto& gp, const LoadCtx& ctx, int depth);
 
-Attribute attr_from_proto(const onnx::AttributeProto& a, const LoadCtx& ctx, const std::string& where, int depth) {
+Attribute attr_from_proto(onnx::AttributeProto& a, const LoadCtx& ctx, const std::string& where, int depth) {
   Attribute r;
   using A = onnx::AttributeProto;
   int type = a.type();
@@ -161,7 +165,7 @@ Attribute attr_from_proto(const onnx::AttributeProto& a, const LoadCtx& ctx, con
     case A::INT: r.kind = Attribute::Int; r.i = a.i(); break;
     case A::STRING: r.kind = Attribute::String; r.s = a.s(); break;
     case A::TENSOR: r.kind = Attribute::TensorV; r.t = tensor_from_proto(a.t(), ctx, w); break;
-    case A::GRAPH: r.kind = Attribute::GraphV; r.g = graph_from_proto(a.g(), ctx, depth + 1); break;
+    case A::GRAPH: r.kind = Attribute::GraphV; r.g = graph_from_proto(*a.mutable_g(), ctx, depth + 1); break;
     case A::FLOATS: r.kind = Attribute::Floats; r.floats.assign(a.floats().begin(), a.floats().end()); break;
     case A::INTS: r.kind = Attribute::Ints; r.ints.assign(a.ints().begin(), a.ints().end()); break;
     case A::STRINGS: r.kind = Attribute::Strings; r.strings.assign(a.strings().begin(), a.strings().end()); break;
@@ -171,7 +175,7 @@ Attribute attr_from_proto(const onnx::AttributeProto& a, const LoadCtx& ctx, con
       break;
     case A::GRAPHS:
       r.kind = Attribute::Graphs;
-      for (auto& g : a.graphs()) r.graphs.push_back(graph_from_proto(g, ctx, depth + 1));
+      for (auto& g : *a.mutable_graphs()) r.graphs.push_back(graph_from_proto(g, ctx, depth + 1));
       break;
     case A::UNDEFINED: r.kind = Attribute::Undefined; break;  // e.g. empty list: no information
     default: throw Error(ErrorCode::Unsupported, ctx.label + ": " + w + " has unsupported type " + std::to_string(type));
@@ -179,15 +183,20 @@ Attribute attr_from_proto(const onnx::AttributeProto& a, const LoadCtx& ctx, con
   return r;
 }
 
-std::unique_ptr<Graph> graph_from_proto(const onnx::GraphProto& gp, const LoadCtx& ctx, int depth) {
+// Consumes `gp`: each initializer's bytes are released as soon as it has been converted, so loading never
+// holds more than one extra copy of the weights.
+std::unique_ptr<Graph> graph_from_proto(onnx::GraphProto& gp, const LoadCtx& ctx, int depth) {
   if (depth > 64) bad(ctx.label, "subgraphs nested more than 64 deep");
   auto g = std::make_unique<Graph>();
   g->name = gp.name();
   std::string gw = "graph '" + gp.name() + "'";
-  for (auto& t : gp.initializer()) {
+  for (auto& t : *gp.mutable_initializer()) {
     if (t.name().empty()) bad(ctx.label, gw + " has an initializer without a name");
     if (g->initializers.count(t.name())) bad(ctx.label, gw + ": initializer '" + t.name() + "' is defined twice");
     g->initializers[t.name()] = tensor_from_proto(t, ctx, "initializer");
+    std::string name = t.name();
+    t.Clear();
+    t.set_name(name);
   }
   if (gp.sparse_initializer_size())
     throw Error(ErrorCode::Unsupported, ctx.label + ": " + gw + " has sparse initializers, which are not supported");
@@ -208,7 +217,7 @@ std::unique_ptr<Graph> graph_from_proto(const onnx::GraphProto& gp, const LoadCt
     }
   }
   int index = 0;
-  for (auto& np : gp.node()) {
+  for (auto& np : *gp.mutable_node()) {
     Node n;
     n.name = np.name().empty() ? np.op_type() + "_" + std::to_string(index) : np.name();
     n.op_type = np.op_type();
@@ -216,7 +225,7 @@ std::unique_ptr<Graph> graph_from_proto(const onnx::GraphProto& gp, const LoadCt
     if (n.op_type.empty()) bad(ctx.label, "node " + std::to_string(index) + " has no op_type");
     n.inputs.assign(np.input().begin(), np.input().end());
     n.outputs.assign(np.output().begin(), np.output().end());
-    for (auto& a : np.attribute()) {
+    for (auto& a : *np.mutable_attribute()) {
       if (a.name().empty()) bad(ctx.label, n.describe() + " has an attribute without a name");
       if (!a.ref_attr_name().empty()) bad(ctx.label, n.describe() + ": attribute references are only valid inside functions");
       n.attrs[a.name()] = attr_from_proto(a, ctx, n.describe(), depth);
@@ -239,14 +248,12 @@ std::string read_file_bytes(const std::string& path) {
   return ss.str();
 }
 
-std::unique_ptr<Graph> load_onnx_bytes(const std::string& bytes, const std::string& base_dir, const std::string& label) {
-  onnx::ModelProto mp;
-  if (bytes.empty()) bad(label, "file is empty");
-  if (!mp.ParseFromString(bytes))
-    bad(label, "not a valid ONNX model (protobuf parsing failed: truncated or corrupt file?)");
+namespace {
+
+std::unique_ptr<Graph> graph_from_model(onnx::ModelProto& mp, const std::string& base_dir, const std::string& label) {
   if (!mp.has_graph()) bad(label, "model has no graph");
   LoadCtx ctx{label, base_dir};
-  auto g = graph_from_proto(mp.graph(), ctx, 0);
+  auto g = graph_from_proto(*mp.mutable_graph(), ctx, 0);
   g->ir_version = mp.ir_version();
   g->producer = mp.producer_name() + (mp.producer_version().empty() ? "" : " " + mp.producer_version());
   g->source_path = label;
@@ -268,10 +275,47 @@ std::unique_ptr<Graph> load_onnx_bytes(const std::string& bytes, const std::stri
   return g;
 }
 
+constexpr const char* kParseError = "not a valid ONNX model (protobuf parsing failed: truncated or corrupt file?)";
+
+}  // namespace
+
+std::unique_ptr<Graph> load_onnx_bytes(const std::string& bytes, const std::string& base_dir, const std::string& label) {
+  onnx::ModelProto mp;
+  if (bytes.empty()) bad(label, "file is empty");
+  if (!mp.ParseFromString(bytes)) bad(label, kParseError);
+  return graph_from_model(mp, base_dir, label);
+}
+
+// The file is mapped, parsed in place and unmapped before the weights are converted: no heap copy of the bytes.
 std::unique_ptr<Graph> load_onnx_file(const std::string& path) {
-  std::string bytes = read_file_bytes(path);
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) throw Error(ErrorCode::IoError, "'" + path + "' is a directory, not a file");
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(ErrorCode::IoError, "cannot open '" + path + "': " + std::strerror(errno));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    throw Error(ErrorCode::IoError, "cannot read '" + path + "': " + std::strerror(errno));
+  }
+  const size_t size = (size_t)st.st_size;
+  if (size == 0) {
+    ::close(fd);
+    bad(path, "file is empty");
+  }
+  if (size > (size_t)INT32_MAX) {
+    ::close(fd);
+    bad(path, "the file is " + std::to_string(size >> 20) + " MiB; protobuf cannot hold more than 2 GiB: export with "
+              "external data (onnx.save_model(..., save_as_external_data=True)) so the weights live in side files");
+  }
+  void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (p == MAP_FAILED) throw Error(ErrorCode::IoError, "cannot map '" + path + "': " + std::strerror(errno));
+  onnx::ModelProto mp;
+  bool ok = mp.ParseFromArray(p, (int)size);
+  ::munmap(p, size);
+  if (!ok) bad(path, kParseError);
   std::string dir = fs::path(path).parent_path().string();
-  return load_onnx_bytes(bytes, dir.empty() ? "." : dir, path);
+  return graph_from_model(mp, dir.empty() ? "." : dir, path);
 }
 
 Tensor load_tensor_file(const std::string& path, std::string* name) {

@@ -39,8 +39,24 @@ class ConcatK : public Kernel {
     out[ax] = sum_known ? Dim::of(sum) : Dim();
     ctx.set_output(0, data::make_type(dt, out));
   }
+  // Concatenating channels of channels-last tensors is a concatenation of their innermost rows.
+  LayoutRule layout_rule(const std::vector<const TensorType*>& types, const std::vector<Layout>& layouts) const override {
+    bool any_cl = false;
+    for (size_t i = 0; i < types.size(); ++i) {
+      if (!types[i] || !types[i]->fully_known() || types[i]->rank() < 3) return LayoutRule::PlainOnly;
+      any_cl = any_cl || layouts[i] == Layout::ChannelsLast;
+    }
+    const int r = types.empty() ? 0 : types[0]->rank();
+    if (!any_cl || (axis_ != 1 && axis_ != 1 - r)) return LayoutRule::PlainOnly;
+    return LayoutRule::ChannelsLast;
+  }
+
   void run(RunContext& ctx) override {
     Tensor& y = ctx.output(0);
+    if (ctx.output_layout(0) == Layout::ChannelsLast) {
+      run_channels_last(ctx);
+      return;
+    }
     const int r = y.rank();
     const int ax = normalize_axis(axis_, r, ctx.node());
     const size_t es = dtype_size(y.dtype());
@@ -71,6 +87,36 @@ class ConcatK : public Kernel {
   }
 
  private:
+  // y is [N, spatial..., C] in memory; each input is channels-last (rows copied) or plain (transposed in).
+  void run_channels_last(RunContext& ctx) {
+    Tensor& y = ctx.output(0);
+    const size_t es = dtype_size(y.dtype());
+    const int64_t N = y.dim(0), C = y.dim(1), S = y.numel() / std::max<int64_t>(1, N * C);
+    uint8_t* dst = (uint8_t*)y.raw();
+    int64_t off = 0;
+    for (int i = 0; i < ctx.num_inputs(); ++i) {
+      const Tensor& x = ctx.input(i);
+      const int64_t Ci = x.dim(1);
+      const uint8_t* src = (const uint8_t*)x.raw();
+      if (ctx.input_layout(i) == Layout::ChannelsLast) {
+#pragma omp parallel for schedule(static) if (N * S * Ci > (1 << 16))
+        for (int64_t row = 0; row < N * S; ++row)
+          std::memcpy(dst + (row * C + off) * es, src + row * Ci * es, (size_t)(Ci * es));
+      } else {
+        visit_bytes(y.dtype(), [&](auto tag) {
+          using T = decltype(tag);
+          const T* xs = (const T*)src;
+          T* ys = (T*)dst;
+          for (int64_t n = 0; n < N; ++n)
+#pragma omp parallel for schedule(static) if (S * Ci > (1 << 16))
+            for (int64_t sp = 0; sp < S; ++sp)
+              for (int64_t c = 0; c < Ci; ++c) ys[(n * S + sp) * C + off + c] = xs[(n * Ci + c) * S + sp];
+        });
+      }
+      off += Ci;
+    }
+  }
+
   int64_t axis_;
 };
 

@@ -3,10 +3,13 @@
 // All statistics are computed in float32/double from float32 staging copies of non-float32 inputs (the
 // stash_type=1 behaviour of the newer ops); parameters are expanded to per-row or per-element arrays and the
 // fast row kernels of backends/cpu/red_kernels.h do the work.
+#include <omp.h>
+
 #include <cmath>
 
 #include "backends/cpu/red_kernels.h"
 #include "backends/cpu/red_util.h"
+
 #include "ops/common.h"
 
 namespace kiln {
@@ -158,6 +161,9 @@ void group_norm_f32(const float* x, float* y, int64_t N, int64_t C, int64_t G, i
   cpu::red_row_affine_f32(x, y, N * C, S, a.data(), b.data());
 }
 
+void instance_norm_channels_last(const float* x, float* y, int64_t N, int64_t C, int64_t S, float eps,
+                                 const std::vector<float>& scale, const std::vector<float>& bias);
+
 class InstanceNormK : public Kernel {
  public:
   InstanceNormK(const Node& n, int) : node_(n), eps_(n.attr_float("epsilon", 1e-5f)) {}
@@ -165,11 +171,21 @@ class InstanceNormK : public Kernel {
     same_as_input(node_, ctx, 2);
     if (!ctx.has_input(1) || !ctx.has_input(2)) fail(node_.describe() + ": expects 3 inputs (input, scale, B)");
   }
+  // Float32 channels-last input is normalised in place of the layout (output channels-last too).
+  LayoutRule layout_rule(const std::vector<const TensorType*>& types, const std::vector<Layout>& layouts) const override {
+    if (types[0] && types[0]->dtype == DType::Float32 && layouts[0] == Layout::ChannelsLast) return LayoutRule::ChannelsLast;
+    return LayoutRule::PlainOnly;
+  }
+
   void run(RunContext& ctx) override {
     const Tensor& x = ctx.input(0);
     const int64_t N = x.dim(0), C = x.dim(1), S = x.numel() / std::max<int64_t>(1, N * C);
     auto scale = vec_param(node_, ctx.input(1), C, "scale");
     auto bias = vec_param(node_, ctx.input(2), C, "B");
+    if (ctx.input_layout(0) == Layout::ChannelsLast) {
+      if (x.numel()) instance_norm_channels_last(x.data<float>(), ctx.output(0).data<float>(), N, C, S, eps_, scale, bias);
+      return;
+    }
     Tensor xf = cpu::red_as_f32(x);
     Tensor yf = cpu::red_out_f32(ctx.output(0));
     if (x.numel()) group_norm_f32(xf.data<float>(), yf.data<float>(), N, C, C, S, eps_, scale, bias);
@@ -180,6 +196,55 @@ class InstanceNormK : public Kernel {
   Node node_;
   float eps_;
 };
+
+// x, y: N x S x C (channels-last). Per (n, c): mean and variance over S, accumulated in double relative to the
+// first value of the channel (as the plain kernel does), rows split into one contiguous range per thread and the
+// partial sums combined in thread order (deterministic for a given thread count); then y = x * a + b per channel.
+void instance_norm_channels_last(const float* x, float* y, int64_t N, int64_t C, int64_t S, float eps,
+                                 const std::vector<float>& scale, const std::vector<float>& bias) {
+  const int T = S * C > (1 << 15) ? omp_get_max_threads() : 1;
+  std::vector<double> part((size_t)T * 2 * C);
+  std::vector<float> a(C), b(C);
+  for (int64_t n = 0; n < N; ++n) {
+    const float* xn = x + n * S * C;
+    float* yn = y + n * S * C;
+    std::fill(part.begin(), part.end(), 0.0);
+#pragma omp parallel num_threads(T)
+    {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      const int64_t s0 = S * t / nt, s1 = S * (t + 1) / nt;
+      double* sum = part.data() + (size_t)t * 2 * C;
+      double* sq = sum + C;
+      for (int64_t s = s0; s < s1; ++s) {
+        const float* row = xn + s * C;
+        for (int64_t c = 0; c < C; ++c) {
+          const double d = (double)row[c] - (double)xn[c];
+          sum[c] += d;
+          sq[c] += d * d;
+        }
+      }
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      double sum = 0, sq = 0;
+      for (int t = 0; t < T; ++t) {
+        sum += part[(size_t)t * 2 * C + c];
+        sq += part[(size_t)t * 2 * C + C + c];
+      }
+      const double mean_d = sum / (double)S;
+      const double var = std::max(0.0, sq / (double)S - mean_d * mean_d);
+      const double mean = (double)xn[c] + mean_d;
+      const double inv = 1.0 / std::sqrt(var + (double)eps);
+      a[c] = (float)(inv * scale[c]);
+      b[c] = (float)(bias[c] - mean * inv * scale[c]);
+    }
+#pragma omp parallel for schedule(static) num_threads(T)
+    for (int64_t s = 0; s < S; ++s) {
+      const float* row = xn + s * C;
+      float* out = yn + s * C;
+      for (int64_t c = 0; c < C; ++c) out[c] = row[c] * a[c] + b[c];
+    }
+  }
+}
 
 class GroupNormK : public Kernel {
  public:

@@ -385,6 +385,12 @@ std::vector<Tensor> Plan::run(const std::vector<const Tensor*>& inputs) {
   omp_set_num_threads(threads_);
   ShapePlan& sp = plan_for(inputs);
   last_arena_bytes_ = sp.arena_bytes;
+  {
+    int cl = 0;
+    for (auto& st : sp.steps)
+      if (st.node >= 0 && !st.out_layout.empty() && st.out_layout[0] == Layout::ChannelsLast) ++cl;
+    last_layout_stats_ = {(int)sp.steps.size() - sp.conversions, cl, sp.conversions};
+  }
   const size_t nv = sp.types.size();
   std::vector<Tensor> slot(nv);
   for (size_t i = 0; i < input_ids_.size(); ++i) slot[input_ids_[i]] = *inputs[i];

@@ -1,6 +1,7 @@
 // Compiled model: value table + one kernel per node, and per-input-shape execution plans
 // (shapes inferred, shape computations folded, memory planned into one arena).
 #pragma once
+#include <array>
 #include <list>
 #include <memory>
 #include <string>
@@ -46,6 +47,8 @@ class Plan {
   // Runs with inputs in graph-input order.
   std::vector<Tensor> run(const std::vector<const Tensor*>& inputs);
   size_t last_arena_bytes() const { return last_arena_bytes_; }
+  // Layout statistics of the most recently used shape plan: {steps, channels-last steps, conversions}.
+  std::array<int, 3> last_layout_stats() const { return last_layout_stats_; }
   int value_id(const std::string& name) const;
   const std::vector<std::string>& value_names() const { return names_; }
   // Per-node timing hook (profiling): called after each step when set.
@@ -67,6 +70,7 @@ class Plan {
   std::vector<int> input_ids_, output_ids_;
   std::list<ShapePlan> cache_;                      // most recent first
   size_t last_arena_bytes_ = 0;
+  std::array<int, 3> last_layout_stats_{0, 0, 0};
 };
 
 // Kernels for every node; throws one Unsupported error listing every node kiln cannot run.

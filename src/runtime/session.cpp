@@ -171,6 +171,12 @@ Status Session::run(const std::vector<std::pair<std::string, Tensor>>& inputs, s
 RunStats Session::stats() const {
   RunStats r;
   r.arena_bytes = plan_ ? plan_->last_arena_bytes() : 0;
+  if (plan_) {
+    auto ls = plan_->last_layout_stats();
+    r.steps = ls[0];
+    r.channels_last_steps = ls[1];
+    r.layout_conversions = ls[2];
+  }
   for (auto& [k, t] : graph_->initializers) r.weight_bytes += t.nbytes();
   return r;
 }

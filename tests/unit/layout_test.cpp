@@ -1,0 +1,132 @@
+// The planner's channels-last propagation must not change results: the same model runs with layouts planned
+// (default) and with KILN_LAYOUT=plain, and the outputs agree to float32 summation-order noise.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <random>
+
+#include "kiln/session.h"
+#include "kiln_proto/onnx.pb.h"
+
+using namespace kiln;
+
+namespace {
+
+onnx::TensorProto* add_init(onnx::GraphProto* g, const std::string& name, std::vector<int64_t> dims, std::mt19937& rng,
+                            float scale = 0.2f) {
+  auto* t = g->add_initializer();
+  t->set_name(name);
+  t->set_data_type(1);
+  int64_t n = 1;
+  for (auto d : dims) { t->add_dims(d); n *= d; }
+  std::normal_distribution<float> nd(0.f, scale);
+  for (int64_t i = 0; i < n; ++i) t->add_float_data(nd(rng));
+  return t;
+}
+
+onnx::NodeProto* node(onnx::GraphProto* g, const std::string& op, std::vector<std::string> in, std::vector<std::string> out) {
+  auto* n = g->add_node();
+  n->set_op_type(op);
+  n->set_name(op + "_" + out[0]);
+  for (auto& s : in) n->add_input(s);
+  for (auto& s : out) n->add_output(s);
+  return n;
+}
+
+void attr_ints(onnx::NodeProto* n, const std::string& name, std::vector<int64_t> v) {
+  auto* a = n->add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::INTS);
+  for (auto x : v) a->add_ints(x);
+}
+
+void io(onnx::ValueInfoProto* v, const std::string& name) {
+  v->set_name(name);
+  v->mutable_type()->mutable_tensor_type()->set_elem_type(1);
+}
+
+// conv -> relu -> conv -> add(residual) -> maxpool -> [1x1 conv] -> concat -> instancenorm -> leakyrelu
+//   -> global average pool -> flatten (output y);  mul(concat, per-channel scale) is a second, 4-D output.
+std::string residual_model() {
+  std::mt19937 rng(7);
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(17);
+  auto* g = m.mutable_graph();
+  g->set_name("layout");
+  io(g->add_input(), "x");
+  io(g->add_output(), "y");
+  io(g->add_output(), "z");
+  add_init(g, "w1", {8, 8, 3, 3}, rng);
+  add_init(g, "b1", {8}, rng);
+  add_init(g, "w2", {8, 8, 3, 3}, rng);
+  add_init(g, "w3", {8, 8, 1, 1}, rng);
+  add_init(g, "s", {16}, rng, 1.0f);
+  add_init(g, "bias", {16}, rng, 1.0f);
+  add_init(g, "k", {1, 16, 1, 1}, rng, 1.0f);
+  attr_ints(node(g, "Conv", {"x", "w1", "b1"}, {"c1"}), "pads", {1, 1, 1, 1});
+  node(g, "Relu", {"c1"}, {"r1"});
+  attr_ints(node(g, "Conv", {"r1", "w2"}, {"c2"}), "pads", {1, 1, 1, 1});
+  node(g, "Add", {"c2", "r1"}, {"a"});
+  auto* mp = node(g, "MaxPool", {"a"}, {"m"});
+  attr_ints(mp, "kernel_shape", {2, 2});
+  attr_ints(mp, "strides", {2, 2});
+  node(g, "Conv", {"m", "w3"}, {"c3"});
+  auto* cat = node(g, "Concat", {"m", "c3"}, {"cat"});
+  auto* ax = cat->add_attribute();
+  ax->set_name("axis");
+  ax->set_type(onnx::AttributeProto::INT);
+  ax->set_i(1);
+  node(g, "InstanceNormalization", {"cat", "s", "bias"}, {"in"});
+  node(g, "LeakyRelu", {"in"}, {"lr"});
+  node(g, "GlobalAveragePool", {"lr"}, {"gap"});
+  node(g, "Flatten", {"gap"}, {"y"});
+  node(g, "Mul", {"cat", "k"}, {"z"});
+  return m.SerializeAsString();
+}
+
+std::vector<Tensor> run_with(const std::string& model, const Tensor& x, bool plain, RunStats* stats) {
+  if (plain) setenv("KILN_LAYOUT", "plain", 1);
+  std::unique_ptr<Session> s;
+  SessionOptions opt;
+  opt.threads = 2;
+  Status st = Session::load_from_bytes(model, ".", opt, &s);
+  unsetenv("KILN_LAYOUT");
+  EXPECT_TRUE(st.ok()) << st.message();
+  std::vector<Tensor> out;
+  st = s->run({{"x", x}}, &out);
+  EXPECT_TRUE(st.ok()) << st.message();
+  *stats = s->stats();
+  return out;
+}
+
+}  // namespace
+
+TEST(Layout, ChannelsLastPlanMatchesPlainPlan) {
+  std::string model = residual_model();
+  Tensor x(DType::Float32, {2, 8, 12, 12});
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd;
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = nd(rng);
+  RunStats plain_stats, cl_stats;
+  auto want = run_with(model, x, true, &plain_stats);
+  auto got = run_with(model, x, false, &cl_stats);
+  EXPECT_EQ(plain_stats.channels_last_steps, 0);
+  EXPECT_EQ(plain_stats.layout_conversions, 0);
+  // Convolutions, ReLU, Add, MaxPool, Concat, InstanceNorm, LeakyReLU and Mul all stay channels-last.
+  EXPECT_GE(cl_stats.channels_last_steps, 9);
+  // Only z (a 4-D graph output) needs converting back; y comes out of global pooling, the same in both layouts.
+  EXPECT_EQ(cl_stats.layout_conversions, 1);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t o = 0; o < got.size(); ++o) {
+    ASSERT_EQ(got[o].shape(), want[o].shape());
+    double worst = 0, scale = 0;
+    for (int64_t i = 0; i < got[o].numel(); ++i) {
+      worst = std::max(worst, (double)std::fabs(got[o].data<float>()[i] - want[o].data<float>()[i]));
+      scale = std::max(scale, (double)std::fabs(want[o].data<float>()[i]));
+    }
+    // Different convolution kernels sum in different orders: float32 noise, far below any real error.
+    EXPECT_LE(worst, 1e-5 * std::max(1.0, scale)) << "output " << o;
+  }
+}
