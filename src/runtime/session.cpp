@@ -6,6 +6,7 @@
 #include <set>
 
 #include "graph/graph.h"
+#include "graph/passes/passes.h"
 #include "onnx/loader.h"
 #include "runtime/plan.h"
 
@@ -88,6 +89,7 @@ Status Session::init(const SessionOptions& options) {
     for (auto& in : graph_->inputs)
       if (!dtype_supported(in.type.dtype))
         throw Error(ErrorCode::Unsupported, file + ": input '" + in.name + "' has type " + dtype_name(in.type.dtype) + ", which kiln does not support");
+    if (options.optimize) passes::optimize(*graph_);
     try {
       plan_ = std::make_unique<Plan>(*graph_, threads_);
     } catch (const Error& e) {
