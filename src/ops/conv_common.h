@@ -360,10 +360,16 @@ class ConvKernel : public Kernel {
     }
     const int64_t S = y.numel() / (p.N * p.M);
     if (x.dtype() == DType::Float32 && !conv_force_reference()) {
-      // The summand goes into Y first (in Y's layout); oneDNN's sum post-op accumulates onto it.
-      if (sum) copy_in_layout(*sum, s_cl, y, y_cl, p.N, p.M, S);
+      // The summand in Y's layout (oneDNN's sum post-op accumulates onto a copy of it in Y).
+      Tensor s_conv;
+      const float* sd = sum ? sum->data<float>() : nullptr;
+      if (sum && s_cl != y_cl) {
+        s_conv = Tensor(sum->dtype(), sum->shape());
+        cpu::layout_copy(sum->raw(), s_conv.raw(), p.N, p.M, S, 4, y_cl);
+        sd = s_conv.data<float>();
+      }
       if (dnnl_.run(p, x.data<float>(), wp->data<float>(), b ? b->data<float>() : nullptr, y.data<float>(),
-                    w_constant_ && wp == &w, x_cl, y_cl, post_))
+                    w_constant_ && wp == &w, x_cl, y_cl, post_, sd))
         return;
     }
     // Reference path, on plain tensors.
@@ -398,12 +404,6 @@ class ConvKernel : public Kernel {
   }
 
  private:
-  // dst := src, converting between plain and channels-last when their layouts differ.
-  static void copy_in_layout(const Tensor& src, bool src_cl, Tensor& dst, bool dst_cl, int64_t N, int64_t C, int64_t S) {
-    if (src_cl == dst_cl) std::memcpy(dst.raw(), src.raw(), dst.nbytes());
-    else cpu::layout_copy(src.raw(), dst.raw(), N, C, S, dtype_size(dst.dtype()), dst_cl);
-  }
-
   ConvAttrs a_;
   cpu::DnnlConv dnnl_;
   std::vector<cpu::PostOp> post_;

@@ -98,7 +98,41 @@ double apply_post_op_scalar(const PostOp& o, double x) {
 
 void apply_post_ops_ref(const std::vector<PostOp>& ops, float* y, int64_t n, const float* sum) {
   if (ops.empty()) return;
-#pragma omp parallel for schedule(static)
+  // Vectorisable float loops for the common chains (same results: a float sum / max / clamp is exact in either
+  // precision); everything else evaluates in double.
+  const bool big = n >= (1 << 15);
+  auto is = [&](std::initializer_list<PostKind> ks) {
+    if (ops.size() != ks.size()) return false;
+    size_t i = 0;
+    for (PostKind k : ks)
+      if (ops[i++].kind != k) return false;
+    return true;
+  };
+  if (is({PostKind::Relu})) {
+#pragma omp parallel for simd schedule(static) if (big)
+    for (int64_t i = 0; i < n; ++i) y[i] = y[i] > 0.f ? y[i] : 0.f;
+    return;
+  }
+  if (is({PostKind::Sum})) {
+#pragma omp parallel for simd schedule(static) if (big)
+    for (int64_t i = 0; i < n; ++i) y[i] += sum[i];
+    return;
+  }
+  if (is({PostKind::Sum, PostKind::Relu})) {
+#pragma omp parallel for simd schedule(static) if (big)
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = y[i] + sum[i];
+      y[i] = v > 0.f ? v : 0.f;
+    }
+    return;
+  }
+  if (is({PostKind::Clip})) {
+    const float lo = ops[0].alpha, hi = ops[0].beta;
+#pragma omp parallel for simd schedule(static) if (big)
+    for (int64_t i = 0; i < n; ++i) y[i] = y[i] < lo ? lo : (y[i] > hi ? hi : y[i]);
+    return;
+  }
+#pragma omp parallel for schedule(static) if (big)
   for (int64_t i = 0; i < n; ++i) {
     double v = y[i];
     for (auto& o : ops) v = o.kind == PostKind::Sum ? v + (double)sum[i] : apply_post_op_scalar(o, v);
