@@ -9,6 +9,7 @@
 
 #include "backends/cpu/conv_dnnl.h"
 #include "backends/cpu/conv_params.h"
+#include "backends/cpu/conv_postops.h"
 #include "backends/cpu/conv_ref.h"
 #include "ops/common.h"
 
@@ -277,21 +278,51 @@ inline bool conv_force_reference() {
 }
 
 // The Conv (Transpose = false) and ConvTranspose (Transpose = true) kernel.
-// Inputs: X, W, optional B. Float32 runs on oneDNN when it has an implementation; Float64/Float16/BFloat16 and the
-// problems oneDNN rejects (e.g. negative left padding from a ConvTranspose output_shape) use the reference kernel.
+// Inputs: X, W, optional B, and (only on nodes fused by graph/passes, with a "sum" post-op) input 3: the summand S,
+// of Y's shape. Post-ops fused by the passes are read from the kiln.post_* attributes (backends/cpu/conv_postops.h):
+// Y = post_n(...post_1(conv(X, W) + B)...), where a sum step adds S.
+// Float32 runs on oneDNN when it has an implementation; Float64/Float16/BFloat16 and the problems oneDNN rejects
+// (e.g. negative left padding from a ConvTranspose output_shape) use the reference kernel.
+// Layouts: float32 2D/3D problems on the oneDNN path accept X and S plain or channels-last (as input_layout says) and
+// write Y in the layout output_layout(0) says (LayoutRule::ChannelsLast); everything else is PlainOnly.
 template <bool Transpose>
 class ConvKernel : public Kernel {
  public:
-  ConvKernel(const Node& n, int) : a_(n, Transpose), dnnl_(conv_layout_override()) {}
+  ConvKernel(const Node& n, int) : a_(n, Transpose), dnnl_(conv_layout_override()), post_(cpu::post_ops_of(n)) {
+    if (cpu::has_sum(post_) && !n.has_input(3))
+      fail(n.describe() + ": a 'sum' post-op needs the summand as input 3");
+    if (!cpu::has_sum(post_) && n.num_inputs() > 3)
+      fail(n.describe() + ": expected at most 3 inputs (X, W, B), got " + std::to_string(n.num_inputs()));
+  }
 
   void infer(InferContext& ctx) override {
     const Node& n = ctx.node();
     if (!ctx.has_input(0) || !ctx.has_input(1)) fail(n.describe() + ": inputs X and W are required");
     const TensorType* b = ctx.has_input(2) ? &ctx.input_type(2) : nullptr;
-    ctx.set_output(0, conv_infer(n, a_, ctx.input_type(0), ctx.input_type(1), b));
+    TensorType y = conv_infer(n, a_, ctx.input_type(0), ctx.input_type(1), b);
+    if (!post_.empty() && y.dtype != DType::Float32)
+      unsupported(n.describe() + ": fused post-ops need float32, got " + dtype_name(y.dtype));
+    if (cpu::has_sum(post_)) {
+      const TensorType& s = ctx.input_type(3);
+      if (s.dtype != y.dtype) fail(n.describe() + ": the summand (input 3) is " + s.str() + ", expected " + y.str());
+      if (s.has_shape && y.has_shape) {
+        bool same = s.rank() == y.rank();
+        for (int i = 0; same && i < s.rank(); ++i)
+          same = !(s.dims[i].known() && y.dims[i].known() && s.dims[i].value != y.dims[i].value);
+        if (!same) fail(n.describe() + ": the summand (input 3) " + s.str() + " must have the output's shape " + y.str());
+      }
+    }
+    ctx.set_output(0, y);
     // W's contents are fixed when its value is known before running (initializer or folded constant). A run-time
     // re-inference (X's value known too) says nothing new, so it does not change the flag.
     if (ctx.input_value(0) == nullptr) w_constant_ = ctx.input_value(1) != nullptr;
+  }
+
+  LayoutRule layout_rule(const std::vector<const TensorType*>& types, const std::vector<Layout>&) const override {
+    if (types.empty() || !types[0] || conv_force_reference()) return LayoutRule::PlainOnly;
+    const TensorType& x = *types[0];
+    if (x.dtype != DType::Float32 || !x.has_shape || (x.rank() != 4 && x.rank() != 5)) return LayoutRule::PlainOnly;
+    return LayoutRule::ChannelsLast;
   }
 
   void run(RunContext& ctx) override {
@@ -299,6 +330,7 @@ class ConvKernel : public Kernel {
     const Tensor& x = ctx.input(0);
     const Tensor& w = ctx.input(1);
     const Tensor* b = ctx.has_input(2) ? &ctx.input(2) : nullptr;
+    const Tensor* sum = cpu::has_sum(post_) ? &ctx.input(3) : nullptr;
     cpu::ConvParams p = conv_params(n, a_, x.shape(), w.shape());
     if (x.dtype() != w.dtype()) fail(n.describe() + ": X and W element types differ");
     if (b && (b->rank() != 1 || b->dim(0) != p.M || b->dtype() != x.dtype()))
@@ -309,16 +341,72 @@ class ConvKernel : public Kernel {
     for (int i = 3 - p.nsp; i < 3; ++i) want.push_back(p.out[i]);
     if (y.shape() != want || y.dtype() != x.dtype())
       fail(n.describe() + ": output buffer " + shape_str(y.shape()) + " does not match the computed shape " + shape_str(want));
+    if (sum && (sum->shape() != want || sum->dtype() != y.dtype()))
+      fail(n.describe() + ": the summand (input 3) " + shape_str(sum->shape()) + " does not match the output " + shape_str(want));
+    if (!post_.empty() && y.dtype() != DType::Float32)
+      unsupported(n.describe() + ": fused post-ops need float32, got " + dtype_name(y.dtype()));
     if (y.numel() == 0) return;
-    if (x.dtype() == DType::Float32 && !conv_force_reference() &&
-        dnnl_.run(p, x.data<float>(), w.data<float>(), b ? b->data<float>() : nullptr, y.data<float>(), w_constant_))
-      return;
-    cpu::conv_reference(p, x, w, b, y);
+    const bool x_cl = ctx.input_layout(0) == Layout::ChannelsLast && x.rank() >= 3;
+    const bool y_cl = ctx.output_layout(0) == Layout::ChannelsLast && y.rank() >= 3;
+    const bool s_cl = sum && ctx.input_layout(3) == Layout::ChannelsLast && sum->rank() >= 3;
+    // Weights are expected plain (initializers); a channels-last W is made plain for this call.
+    Tensor w_plain;
+    const Tensor* wp = &w;
+    if (ctx.input_layout(1) == Layout::ChannelsLast && w.rank() >= 3) {
+      w_plain = Tensor(w.dtype(), w.shape());
+      cpu::layout_copy(w.raw(), w_plain.raw(), w.dim(0), w.dim(1), w.numel() / std::max<int64_t>(1, w.dim(0) * w.dim(1)),
+                       dtype_size(w.dtype()), false);
+      wp = &w_plain;
+    }
+    const int64_t S = y.numel() / (p.N * p.M);
+    if (x.dtype() == DType::Float32 && !conv_force_reference()) {
+      // The summand in Y's layout (oneDNN's sum post-op accumulates onto a copy of it in Y).
+      Tensor s_conv;
+      const float* sd = sum ? sum->data<float>() : nullptr;
+      if (sum && s_cl != y_cl) {
+        s_conv = Tensor(sum->dtype(), sum->shape());
+        cpu::layout_copy(sum->raw(), s_conv.raw(), p.N, p.M, S, 4, y_cl);
+        sd = s_conv.data<float>();
+      }
+      if (dnnl_.run(p, x.data<float>(), wp->data<float>(), b ? b->data<float>() : nullptr, y.data<float>(),
+                    w_constant_ && wp == &w, x_cl, y_cl, post_, sd))
+        return;
+    }
+    // Reference path, on plain tensors.
+    Tensor x_plain, y_plain;
+    const Tensor* xp = &x;
+    if (x_cl) {
+      x_plain = Tensor(x.dtype(), x.shape());
+      cpu::layout_copy(x.raw(), x_plain.raw(), p.N, p.C, x.numel() / std::max<int64_t>(1, p.N * p.C), dtype_size(x.dtype()), false);
+      xp = &x_plain;
+    }
+    Tensor* yp = &y;
+    if (y_cl) {
+      y_plain = Tensor(y.dtype(), y.shape());
+      yp = &y_plain;
+    }
+    cpu::conv_reference(p, *xp, *wp, b, *yp);
+    if (!post_.empty()) {
+      Tensor s_plain;
+      const float* sd = nullptr;
+      if (sum) {
+        if (s_cl) {
+          s_plain = Tensor(sum->dtype(), sum->shape());
+          cpu::layout_copy(sum->raw(), s_plain.raw(), p.N, p.M, S, 4, false);
+          sd = s_plain.data<float>();
+        } else {
+          sd = sum->data<float>();
+        }
+      }
+      cpu::apply_post_ops_ref(post_, yp->data<float>(), yp->numel(), sd);
+    }
+    if (y_cl) cpu::layout_copy(y_plain.raw(), y.raw(), p.N, p.M, S, dtype_size(y.dtype()), true);
   }
 
  private:
   ConvAttrs a_;
   cpu::DnnlConv dnnl_;
+  std::vector<cpu::PostOp> post_;
   bool w_constant_ = false;
 };
 

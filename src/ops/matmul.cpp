@@ -1,5 +1,7 @@
 // MatMul with numpy semantics: 1-D operands promoted (and the added axis removed from the result),
 // leading (batch) dims broadcast. float32 runs on oneDNN; other types on the reference kernel.
+#include <algorithm>
+#include <cstring>
 #include <memory>
 
 #include "backends/cpu/mm_dnnl.h"
@@ -14,11 +16,19 @@ bool mm_type_ok(DType t) {
          t == DType::UInt32 || t == DType::UInt64;
 }
 
+// MatMul, and kiln:FusedMatMul (made by graph/passes): inputs A, B, optional bias [N] (or [1, ..., 1, N]) added to
+// every row of the product, then the kiln.post_* elementwise post-ops (backends/cpu/conv_postops.h); float32 only.
 class MatMulK : public Kernel {
  public:
-  MatMulK(const Node& n, int) : node_(n) {
-    if (n.num_inputs() != 2 || !n.has_input(0) || !n.has_input(1))
+  MatMulK(const Node& n, int, bool fused) : node_(n), fused_(fused) {
+    if (!fused && (n.num_inputs() != 2 || !n.has_input(0) || !n.has_input(1)))
       fail(n.describe() + ": MatMul expects 2 inputs (A, B), got " + std::to_string(n.num_inputs()));
+    if (fused) {
+      if (n.num_inputs() < 2 || n.num_inputs() > 3 || !n.has_input(0) || !n.has_input(1))
+        fail(n.describe() + ": FusedMatMul expects 2 or 3 inputs (A, B[, bias]), got " + std::to_string(n.num_inputs()));
+      post_ = cpu::post_ops_of(n);
+      if (cpu::has_sum(post_)) fail(n.describe() + ": FusedMatMul does not take a 'sum' post-op");
+    }
   }
 
   void infer(InferContext& ctx) override {
@@ -56,6 +66,7 @@ class MatMulK : public Kernel {
     TensorType y = batch;
     if (a.rank() != 1) y.dims.push_back(ad[ad.size() - 2]);
     if (b.rank() != 1) y.dims.push_back(bd.back());
+    if (fused_) check_fused(ctx, y);
     ctx.set_output(0, y);
   }
 
@@ -82,9 +93,18 @@ class MatMulK : public Kernel {
     ys[r - 1] = bs[r - 1];
     if (shape_numel(ys) != Y.numel())
       fail(node_.describe() + ": output buffer " + shape_str(Y.shape()) + " does not hold a product of shape " + shape_str(ys));
+    const Tensor* bias = fused_ && ctx.has_input(2) ? &ctx.input(2) : nullptr;
+    if (fused_) {
+      if (A.dtype() != DType::Float32) unsupported(node_.describe() + ": FusedMatMul needs float32, got " + dtype_name(A.dtype()));
+      if (bias && (bias->dtype() != DType::Float32 || bias->numel() != ys.back() || B.rank() < 2 ||
+                   (bias->rank() > 0 && bias->dim(-1) != ys.back())))
+        fail(node_.describe() + ": bias " + shape_str(bias->shape()) + " must hold one value per output column (" +
+             std::to_string(ys.back()) + ")");
+    }
     if (Y.numel() == 0) return;
     if (as.back() == 0) {  // K == 0: sum over nothing
       std::memset(Y.raw(), 0, Y.nbytes());
+      finish_reference(Y, bias);
       return;
     }
     if (A.dtype() == DType::Float32) {
@@ -96,13 +116,42 @@ class MatMulK : public Kernel {
       c.b_const = is_const(B);
       c.y = Y.data<float>();
       c.ys = ys;
+      if (bias) c.bias = bias->data<float>();
+      c.post = post_;
       if (fast_.run(c)) return;
     }
     mm::ref_matmul(A.dtype(), A.raw(), as, B.raw(), bs, Y.raw(), ys);
+    finish_reference(Y, bias);
   }
 
  private:
+  void check_fused(InferContext& ctx, const TensorType& y) const {
+    if (y.dtype != DType::Float32) unsupported(node_.describe() + ": FusedMatMul needs float32, got " + dtype_name(y.dtype));
+    if (!ctx.has_input(2)) return;
+    const TensorType& b = ctx.input_type(2);
+    if (b.dtype != DType::Float32) fail(node_.describe() + ": bias must be float32, got " + b.str());
+    if (!b.has_shape || !y.has_shape) return;
+    bool ok = ctx.input_type(1).has_shape && ctx.input_type(1).rank() >= 2 && b.rank() >= 1 && b.rank() <= y.rank();
+    for (int i = 0; ok && i + 1 < b.rank(); ++i) ok = !(b.dims[i].known() && b.dims[i].value != 1);
+    if (ok && b.dims.back().known() && y.dims.back().known()) ok = b.dims.back().value == y.dims.back().value;
+    if (!ok) fail(node_.describe() + ": bias " + b.str() + " must be [N] (or [1, ..., N]) for the output " + y.str());
+  }
+  // Bias and post-ops on the reference result.
+  void finish_reference(Tensor& Y, const Tensor* bias) const {
+    if (!fused_) return;
+    float* y = Y.data<float>();
+    if (bias) {
+      const int64_t N = Y.dim(-1), rows = Y.numel() / std::max<int64_t>(1, N);
+      const float* bv = bias->data<float>();
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t j = 0; j < N; ++j) y[r * N + j] += bv[j];
+    }
+    cpu::apply_post_ops_ref(post_, y, Y.numel(), nullptr);
+  }
+
   Node node_;
+  bool fused_ = false;
+  std::vector<cpu::PostOp> post_;
   // B values known at plan time (initializers, folded constants). Holding them keeps their buffers
   // alive, so a B at one of these addresses at run time really is that constant, and oneDNN may keep
   // a reordered copy of it keyed by its address.
@@ -123,7 +172,9 @@ class MatMulK : public Kernel {
 }  // namespace
 
 void register_matmul(Registry& r) {
-  r.add("MatMul", 1, make_kernel<MatMulK>());
+  r.add("MatMul", 1, [](const Node& n, int opset) -> std::unique_ptr<Kernel> { return std::make_unique<MatMulK>(n, opset, false); });
+  r.add_domain("kiln", "FusedMatMul", 1,
+               [](const Node& n, int opset) -> std::unique_ptr<Kernel> { return std::make_unique<MatMulK>(n, opset, true); });
 }
 
 }  // namespace kiln

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "graph/graph.h"
+#include "graph/passes/passes.h"
 #include "onnx/loader.h"
 #include "runtime/plan.h"
 
@@ -90,6 +91,7 @@ Status Session::init(const SessionOptions& options) {
     for (auto& in : graph_->inputs)
       if (!dtype_supported(in.type.dtype))
         throw Error(ErrorCode::Unsupported, file + ": input '" + in.name + "' has type " + dtype_name(in.type.dtype) + ", which kiln does not support");
+    if (options.optimize) passes::optimize(*graph_);
     try {
       // ChannelsLast propagation is part of optimisation; KILN_LAYOUT=plain turns it off (for comparisons).
       const char* layout_env = std::getenv("KILN_LAYOUT");

@@ -5,7 +5,10 @@
 #include <list>
 #include <memory>
 
+#include <vector>
+
 #include "backends/cpu/conv_params.h"
+#include "backends/cpu/conv_postops.h"
 
 namespace kiln::cpu {
 
@@ -25,7 +28,11 @@ class DnnlConv {
   // y = conv(x, w) + b for float32 plain tensors. Returns false (computing nothing) when oneDNN cannot do this
   // problem; the caller then uses the reference kernel. weights_constant: w's contents never change while its
   // pointer stays the same (an initializer), so its reorder is done once; otherwise it is redone every call.
-  bool run(const ConvParams& p, const float* x, const float* w, const float* b, float* y, bool weights_constant);
+  // src_cl / dst_cl: x / y are stored channels-last (nwc/nhwc/ndhwc) instead of plain. `post` is applied in order
+  // on the result (bias included); with a Sum entry, `sum` is the summand in y's layout (it may be y itself when y
+  // already holds it, except that then the caller must not rely on it: pass a separate buffer).
+  bool run(const ConvParams& p, const float* x, const float* w, const float* b, float* y, bool weights_constant,
+           bool src_cl = false, bool dst_cl = false, const std::vector<PostOp>& post = {}, const float* sum = nullptr);
 
   // The layout used for the last successful run (Plain or Blocked), for tests and reports.
   ConvLayout last_layout() const { return last_layout_; }

@@ -53,6 +53,7 @@ struct MatmulCache::Entry {
     Shape as, bs, ys;
     bool ta, tb, b_const, bias, acc;
     float alpha;
+    std::vector<cpu::PostOp> post;
     bool operator==(const Key&) const = default;
   } key;
   bool ok = false;                 // false: oneDNN refused this configuration
@@ -82,7 +83,7 @@ bool MatmulCache::run(const MatmulCall& c0) {
     c.bs = {c.bs[r - 2], c.bs[r - 1]};
     c.ys = {rows, c.ys[r - 1]};
   }
-  Entry::Key key{c.as, c.bs, c.ys, c.trans_a, c.trans_b, c.b_const, c.bias != nullptr, c.accumulate, c.alpha};
+  Entry::Key key{c.as, c.bs, c.ys, c.trans_a, c.trans_b, c.b_const, c.bias != nullptr, c.accumulate, c.alpha, c.post};
   Entry* e = lookup(entries_, key);
   if (!e) {
     auto ne = std::make_unique<Entry>();
@@ -97,9 +98,10 @@ bool MatmulCache::run(const MatmulCall& c0) {
       memory::desc bias_md(bias_dims, dt::f32, strides_for(Shape(bias_dims.begin(), bias_dims.end()), false));
       dnnl::primitive_attr attr;
       if (c.alpha != 1) attr.set_output_scales(0, {c.alpha});
-      if (c.accumulate) {
+      if (c.accumulate || !c.post.empty()) {
         dnnl::post_ops po;
-        po.append_sum(1.f);
+        if (c.accumulate) po.append_sum(1.f);
+        cpu::append_dnnl_post_ops(po, c.post);
         attr.set_post_ops(po);
       }
       // A constant 2-D weight may live in whatever layout oneDNN prefers (reordered once).

@@ -4,6 +4,7 @@
 #include <memory>
 #include <vector>
 
+#include "backends/cpu/conv_postops.h"
 #include "backends/cpu/mm_ref.h"
 
 namespace kiln::mm {
@@ -22,6 +23,7 @@ struct MatmulCall {
   float alpha = 1;
   const float* bias = nullptr;  // length N, added to every row (only with alpha == 1)
   bool accumulate = false;      // y += result (y holds beta * C already)
+  std::vector<cpu::PostOp> post;  // elementwise post-ops after bias (no Sum), see backends/cpu/conv_postops.h
 };
 
 class MatmulCache {

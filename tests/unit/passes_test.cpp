@@ -1,0 +1,379 @@
+// Graph passes (graph/passes): each pass on a small graph built here, checking the rewritten graph (node count, op
+// types, post-op lists) and that the optimized graph computes the same outputs as the original on random inputs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "backends/cpu/conv_postops.h"
+#include "graph/passes/passes.h"
+#include "runtime/plan.h"
+
+using namespace kiln;
+
+namespace {
+
+Attribute aint(int64_t v) { Attribute a; a.kind = Attribute::Int; a.i = v; return a; }
+Attribute afloat(float v) { Attribute a; a.kind = Attribute::Float; a.f = v; return a; }
+Attribute aints(std::vector<int64_t> v) { Attribute a; a.kind = Attribute::Ints; a.ints = std::move(v); return a; }
+Attribute atensor(Tensor t) { Attribute a; a.kind = Attribute::TensorV; a.t = std::move(t); return a; }
+
+Tensor rnd(const Shape& s, std::mt19937& rng, float lo = -1, float hi = 1) {
+  Tensor t(DType::Float32, s);
+  std::uniform_real_distribution<float> u(lo, hi);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
+  return t;
+}
+Tensor scalar(float v) {
+  Tensor t(DType::Float32, {});
+  t.data<float>()[0] = v;
+  return t;
+}
+
+struct G {
+  Graph g;
+  int counter = 0;
+  G() { g.opsets[""] = 17; g.name = "test"; }
+  void input(const std::string& name, const Shape& s) { g.inputs.push_back({name, TensorType::of(DType::Float32, s)}); }
+  void output(const std::string& name) { g.outputs.push_back({name, TensorType{}}); }
+  void init(const std::string& name, Tensor t) { g.initializers[name] = std::move(t); }
+  std::string node(const std::string& op, std::vector<std::string> ins, std::map<std::string, Attribute> attrs = {},
+                   std::string out = "") {
+    Node n;
+    n.name = op + std::to_string(counter++);
+    n.op_type = op;
+    n.inputs = std::move(ins);
+    n.outputs = {out.empty() ? n.name + "_out" : out};
+    n.attrs = std::move(attrs);
+    g.nodes.push_back(n);
+    return n.outputs[0];
+  }
+};
+
+std::vector<Tensor> run_graph(const Graph& g, const std::vector<Tensor>& inputs) {
+  Plan plan(g, 2);
+  std::vector<const Tensor*> ptrs;
+  for (auto& t : inputs) ptrs.push_back(&t);
+  return plan.run(ptrs);
+}
+
+int count_op(const Graph& g, const std::string& op) {
+  int c = 0;
+  for (auto& n : g.nodes) c += n.op_type == op;
+  return c;
+}
+
+// Element-wise |a - b| <= atol + rtol * |b|. The fused and unfused graphs run the same oneDNN convolution /
+// matmul; they differ only in where the elementwise tail is evaluated: oneDNN's post-op (vectorised exp/tanh/erf
+// approximations, accurate to a few float ulps) vs kiln's own elementwise kernels. 1e-5 relative + 1e-6 absolute
+// (values here are O(1)) allows ~100 ulps; a wrong post-op (e.g. swapped alpha, missing bias) is off by >> 1e-3.
+void expect_close(const Tensor& a, const Tensor& b, double rtol = 1e-5, double atol = 1e-6) {
+  ASSERT_EQ(a.shape(), b.shape());
+  int bad = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    double x = a.data<float>()[i], y = b.data<float>()[i];
+    if (!(std::fabs(x - y) <= atol + rtol * std::fabs(y)) && bad++ < 5)
+      ADD_FAILURE() << "element " << i << ": optimized " << x << " vs original " << y;
+  }
+}
+
+// Optimizes a copy of g, and checks outputs agree; returns the optimized graph.
+Graph optimize_and_compare(const Graph& g, const std::vector<Tensor>& inputs, double rtol = 1e-5) {
+  Graph opt = g;
+  passes::optimize(opt);
+  auto want = run_graph(g, inputs);
+  auto got = run_graph(opt, inputs);
+  EXPECT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size() && i < want.size(); ++i) expect_close(got[i], want[i], rtol);
+  // Graph interface unchanged.
+  EXPECT_EQ(opt.inputs.size(), g.inputs.size());
+  for (size_t i = 0; i < g.outputs.size(); ++i) EXPECT_EQ(opt.outputs[i].name, g.outputs[i].name);
+  return opt;
+}
+
+std::vector<std::string> post_names(const Node& n) {
+  std::vector<std::string> r;
+  for (auto& o : cpu::post_ops_of(n)) r.push_back(cpu::post_kind_name(o.kind));
+  return r;
+}
+
+// Conv 3->8 channels, 3x3, pad 1, on [1, 3, 9, 9].
+std::string add_conv(G& b, const std::string& x, std::mt19937& rng, const std::string& tag = "", int cin = 3, int cout = 8) {
+  b.init("W" + tag, rnd({cout, cin, 3, 3}, rng));
+  b.init("B" + tag, rnd({cout}, rng));
+  return b.node("Conv", {x, "W" + tag, "B" + tag}, {{"pads", aints({1, 1, 1, 1})}});
+}
+
+}  // namespace
+
+TEST(Passes, IdentityDropoutAndDeadNodes) {
+  std::mt19937 rng(1);
+  G b;
+  b.input("X", {2, 5});
+  std::string i1 = b.node("Identity", {"X"});
+  std::string r = b.node("Relu", {i1});
+  b.node("Sigmoid", {"X"});                      // dead: its output is unused
+  b.node("Dropout", {r}, {}, "Y");                 // graph output produced through a Dropout
+  b.output("Y");
+  Graph before = b.g;
+  Graph g = b.g;
+  EXPECT_TRUE(passes::eliminate_identity(g));
+  EXPECT_EQ(count_op(g, "Identity"), 0);
+  EXPECT_EQ(count_op(g, "Dropout"), 0);
+  EXPECT_TRUE(passes::eliminate_dead(g));
+  EXPECT_EQ(g.nodes.size(), 1u);
+  EXPECT_EQ(g.nodes[0].op_type, "Relu");
+  EXPECT_EQ(g.nodes[0].inputs[0], "X");
+  EXPECT_EQ(g.nodes[0].outputs[0], "Y");          // the graph output keeps its name
+  EXPECT_FALSE(passes::eliminate_identity(g));
+  EXPECT_FALSE(passes::eliminate_dead(g));
+  Tensor x = rnd({2, 5}, rng);
+  expect_close(run_graph(g, {x})[0], run_graph(before, {x})[0], 0, 0);
+}
+
+TEST(Passes, IdentityKeptWhenGraphOutputAliasesInput) {
+  G b;
+  b.input("X", {3});
+  b.node("Identity", {"X"}, {}, "Y");
+  b.output("Y");
+  Graph g = b.g;
+  EXPECT_FALSE(passes::eliminate_identity(g));
+  EXPECT_EQ(g.nodes.size(), 1u);
+}
+
+TEST(Passes, DropoutWithUsedMaskIsKept) {
+  G b;
+  b.input("X", {3});
+  Node d;
+  d.name = "d";
+  d.op_type = "Dropout";
+  d.inputs = {"X"};
+  d.outputs = {"Y", "M"};
+  b.g.nodes.push_back(d);
+  b.output("Y");
+  b.output("M");
+  Graph g = b.g;
+  EXPECT_FALSE(passes::eliminate_identity(g));
+}
+
+TEST(Passes, ConstantFolding) {
+  std::mt19937 rng(2);
+  G b;
+  b.input("X", {4, 3});
+  b.init("A", rnd({4, 3}, rng));
+  b.g.nodes.push_back([] {
+    Node n;
+    n.name = "c";
+    n.op_type = "Constant";
+    n.outputs = {"C"};
+    n.attrs["value"] = atensor(scalar(2.5f));
+    return n;
+  }());
+  std::string t = b.node("Mul", {"A", "C"});
+  std::string t2 = b.node("Transpose", {t}, {{"perm", aints({1, 0})}});
+  std::string t3 = b.node("Transpose", {t2}, {{"perm", aints({1, 0})}});
+  b.node("Add", {"X", t3}, {}, "Y");
+  b.output("Y");
+  Graph g = b.g;
+  EXPECT_TRUE(passes::fold_constants(g));
+  ASSERT_EQ(g.nodes.size(), 1u);
+  EXPECT_EQ(g.nodes[0].op_type, "Add");
+  ASSERT_TRUE(g.initializers.count(t3));
+  EXPECT_EQ(g.initializers.at(t3).shape(), (Shape{4, 3}));
+  for (int i = 0; i < 12; ++i) EXPECT_EQ(g.initializers.at(t3).data<float>()[i], 2.5f * b.g.initializers.at("A").data<float>()[i]);
+  EXPECT_TRUE(passes::eliminate_dead(g));  // A and the intermediate constants are no longer needed
+  EXPECT_EQ(g.initializers.size(), 1u);
+  Tensor x = rnd({4, 3}, rng);
+  expect_close(run_graph(g, {x})[0], run_graph(b.g, {x})[0], 0, 0);
+}
+
+TEST(Passes, RandomOpsAreNotFolded) {
+  G b;
+  b.node("RandomUniform", {}, {{"shape", aints({3})}}, "Y");
+  b.output("Y");
+  Graph g = b.g;
+  EXPECT_FALSE(passes::fold_constants(g));
+}
+
+// Every single-node activation after a Conv becomes a post-op, with the same result.
+TEST(Passes, ConvActivationPostOps) {
+  struct A { std::string op; std::map<std::string, Attribute> attrs; std::string kind; };
+  std::vector<A> acts = {
+      {"Relu", {}, "relu"},
+      {"LeakyRelu", {{"alpha", afloat(0.1f)}}, "leaky_relu"},
+      {"Sigmoid", {}, "sigmoid"},
+      {"Tanh", {}, "tanh"},
+      {"Elu", {{"alpha", afloat(0.7f)}}, "elu"},
+      {"HardSigmoid", {{"alpha", afloat(0.3f)}, {"beta", afloat(0.4f)}}, "hard_sigmoid"},
+      {"HardSwish", {}, "hard_swish"},
+      {"Clip", {}, "clip"},
+  };
+  for (auto& a : acts) {
+    std::mt19937 rng(3);
+    G b;
+    b.input("X", {1, 3, 9, 9});
+    std::string c = add_conv(b, "X", rng);
+    std::vector<std::string> ins{c};
+    if (a.op == "Clip") {
+      b.init("lo", scalar(-0.5f));
+      b.init("hi", scalar(0.8f));
+      ins = {c, "lo", "hi"};
+    }
+    b.node(a.op, ins, a.attrs, "Y");
+    b.output("Y");
+    Tensor x = rnd({1, 3, 9, 9}, rng, -2, 2);
+    Graph g = optimize_and_compare(b.g, {x});
+    ASSERT_EQ(g.nodes.size(), 1u) << a.op;
+    EXPECT_EQ(g.nodes[0].op_type, "Conv");
+    EXPECT_EQ(post_names(g.nodes[0]), std::vector<std::string>{a.kind}) << a.op;
+    EXPECT_EQ(g.nodes[0].outputs[0], "Y");
+  }
+}
+
+TEST(Passes, ConvTransposeLeakyRelu) {
+  std::mt19937 rng(4);
+  G b;
+  b.input("X", {1, 4, 5, 5, 5});
+  b.init("W", rnd({4, 2, 2, 2, 2}, rng));
+  std::string c = b.node("ConvTranspose", {"X", "W"}, {{"strides", aints({2, 2, 2})}});
+  b.node("LeakyRelu", {c}, {{"alpha", afloat(0.01f)}}, "Y");
+  b.output("Y");
+  Graph g = optimize_and_compare(b.g, {rnd({1, 4, 5, 5, 5}, rng)});
+  ASSERT_EQ(g.nodes.size(), 1u);
+  EXPECT_EQ(post_names(g.nodes[0]), std::vector<std::string>{"leaky_relu"});
+}
+
+TEST(Passes, SiluAndHardSwishPatterns) {
+  for (std::string gate : {"Sigmoid", "HardSigmoid"}) {
+    std::mt19937 rng(5);
+    G b;
+    b.input("X", {1, 3, 9, 9});
+    std::string c = add_conv(b, "X", rng);
+    std::map<std::string, Attribute> attrs;
+    if (gate == "HardSigmoid") attrs = {{"alpha", afloat(1.f / 6)}, {"beta", afloat(0.5f)}};
+    std::string s = b.node(gate, {c}, attrs);
+    b.node("Mul", {s, c}, {}, "Y");  // operand order swapped on purpose
+    b.output("Y");
+    Graph g = optimize_and_compare(b.g, {rnd({1, 3, 9, 9}, rng, -4, 4)});
+    ASSERT_EQ(g.nodes.size(), 1u) << gate;
+    EXPECT_EQ(post_names(g.nodes[0]), std::vector<std::string>{gate == "Sigmoid" ? "swish" : "hard_swish"});
+  }
+}
+
+TEST(Passes, NoFusionWhenConvOutputIsSharedOrAGraphOutput) {
+  std::mt19937 rng(6);
+  G b;
+  b.input("X", {1, 3, 9, 9});
+  std::string c1 = add_conv(b, "X", rng, "1");
+  b.node("Relu", {c1}, {}, "Y1");
+  b.node("Sigmoid", {c1}, {}, "Y2");      // c1 has two consumers
+  std::string c2 = add_conv(b, "X", rng, "2");
+  b.node("Relu", {c2}, {}, "Y3");
+  b.output("Y1");
+  b.output("Y2");
+  b.output("Y3");
+  b.g.outputs.push_back({c2, TensorType{}});  // c2 itself is a graph output
+  Graph g = optimize_and_compare(b.g, {rnd({1, 3, 9, 9}, rng)});
+  EXPECT_EQ(g.nodes.size(), 5u);
+  for (auto& n : g.nodes) EXPECT_TRUE(post_names(n).empty()) << n.describe();
+}
+
+// The ResNet block tail: Add(conv_a(x), conv_b(y)) -> Relu becomes one conv with sum + relu.
+TEST(Passes, ResidualAddAndRelu) {
+  std::mt19937 rng(7);
+  G v;
+  v.input("X", {1, 8, 9, 9});
+  std::string a1 = add_conv(v, "X", rng, "1", 8, 8);
+  std::string a2 = add_conv(v, a1, rng, "2", 8, 8);
+  std::string d = add_conv(v, "X", rng, "3", 8, 8);   // "downsample" branch: also a conv
+  std::string sum = v.node("Add", {d, a2});
+  v.node("Relu", {sum}, {}, "Y");
+  v.output("Y");
+  Graph g = optimize_and_compare(v.g, {rnd({1, 8, 9, 9}, rng)});
+  ASSERT_EQ(g.nodes.size(), 3u);
+  EXPECT_EQ(count_op(g, "Add"), 0);
+  EXPECT_EQ(count_op(g, "Relu"), 0);
+  const Node& last = g.nodes.back();
+  EXPECT_EQ(last.outputs[0], "Y");
+  EXPECT_EQ(post_names(last), (std::vector<std::string>{"sum", "relu"}));
+  ASSERT_EQ(last.inputs.size(), 4u);
+}
+
+TEST(Passes, AddWithBroadcastIsNotFused) {
+  std::mt19937 rng(8);
+  G b;
+  b.input("X", {1, 3, 9, 9});
+  b.input("Z", {1, 8, 1, 1});
+  std::string c = add_conv(b, "X", rng);
+  b.node("Add", {c, "Z"}, {}, "Y");
+  b.output("Y");
+  Graph g = optimize_and_compare(b.g, {rnd({1, 3, 9, 9}, rng), rnd({1, 8, 1, 1}, rng)});
+  EXPECT_EQ(g.nodes.size(), 2u);
+}
+
+// ViT MLP: MatMul(x, W) + bias -> GELU (Erf expansion) -> MatMul(., W2) + bias2 (+ Relu).
+TEST(Passes, MatMulBiasGeluAndRelu) {
+  std::mt19937 rng(9);
+  G b;
+  b.input("X", {2, 5, 16});
+  b.init("W1", rnd({16, 32}, rng));
+  b.init("b1", rnd({32}, rng));
+  b.init("W2", rnd({32, 8}, rng));
+  b.init("b2", rnd({1, 8}, rng));
+  b.init("sqrt2", scalar(1.4142135f));
+  b.init("one", scalar(1.f));
+  b.init("half", scalar(0.5f));
+  std::string m = b.node("MatMul", {"X", "W1"});
+  std::string a = b.node("Add", {"b1", m});
+  std::string dv = b.node("Div", {a, "sqrt2"});
+  std::string e = b.node("Erf", {dv});
+  std::string p1 = b.node("Add", {e, "one"});
+  std::string mu = b.node("Mul", {a, p1});
+  std::string h = b.node("Mul", {mu, "half"});
+  std::string m2 = b.node("MatMul", {h, "W2"});
+  std::string a2 = b.node("Add", {m2, "b2"});
+  b.node("Relu", {a2}, {}, "Y");
+  b.output("Y");
+  Graph g = optimize_and_compare(b.g, {rnd({2, 5, 16}, rng, -2, 2)});
+  ASSERT_EQ(g.nodes.size(), 2u);
+  for (auto& n : g.nodes) {
+    EXPECT_EQ(n.op_type, "FusedMatMul");
+    EXPECT_EQ(n.domain, "kiln");
+    EXPECT_EQ(n.inputs.size(), 3u);
+  }
+  EXPECT_EQ(post_names(g.nodes[0]), std::vector<std::string>{"gelu"});
+  EXPECT_EQ(post_names(g.nodes[1]), std::vector<std::string>{"relu"});
+}
+
+// Non-constant bias or a bias that broadcasts the product up must stay an Add.
+TEST(Passes, MatMulBiasNeedsConstantRowVector) {
+  std::mt19937 rng(10);
+  G b;
+  b.input("X", {4, 16});
+  b.input("Bv", {8});
+  b.init("W", rnd({16, 8}, rng));
+  b.init("Bm", rnd({4, 8}, rng));
+  std::string m = b.node("MatMul", {"X", "W"});
+  b.node("Add", {m, "Bv"}, {}, "Y1");
+  std::string m2 = b.node("MatMul", {"X", "W"});
+  b.node("Add", {m2, "Bm"}, {}, "Y2");
+  b.output("Y1");
+  b.output("Y2");
+  Graph g = b.g;
+  auto types = passes::infer_types(g);
+  EXPECT_FALSE(passes::fuse_matmul_bias(g, types));
+}
+
+// The fused kernels' own reference paths agree with oneDNN's post-ops (the fallback used when oneDNN declines).
+TEST(Passes, PostOpReferenceMatchesOneDnn) {
+  std::vector<cpu::PostOp> ops = {{cpu::PostKind::Sum, 0, 0}, {cpu::PostKind::Gelu, 0, 0}, {cpu::PostKind::Clip, -0.3f, 0.6f}};
+  std::mt19937 rng(11);
+  Tensor y = rnd({64}, rng, -3, 3), s = rnd({64}, rng), y2 = y.clone();
+  cpu::apply_post_ops_ref(ops, y.data<float>(), 64, s.data<float>());
+  for (int i = 0; i < 64; ++i) {
+    double v = y2.data<float>()[i] + (double)s.data<float>()[i];
+    v = 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)));
+    v = std::min(0.6, std::max(-0.3, v));
+    EXPECT_NEAR(y.data<float>()[i], v, 1e-6);
+  }
+}
