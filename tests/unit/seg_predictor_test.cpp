@@ -153,12 +153,12 @@ void run_reference_case(const std::string& id, int64_t expect_tiles) {
   Tensor prob_back = read_npz_member((out.path / (id + ".npz")).string(), "probabilities");
   ASSERT_EQ(prob_back.shape(), ex.probabilities.shape());
   EXPECT_EQ(std::memcmp(prob_back.raw(), ex.probabilities.raw(), ex.probabilities.nbytes()), 0);
-  int files = 0;
+  int written = 0;
   for (auto& e : fs::directory_iterator(out.path)) {
-    ++files;
+    ++written;
     EXPECT_EQ(e.path().string().find(".tmp"), std::string::npos) << e.path();
   }
-  EXPECT_EQ(files, 2);
+  EXPECT_EQ(written, 2);
   std::printf("[ e2e ] %s: preprocessed max |diff| %.3g; %lld tiles/fold, %lld evaluations; %lld of %lld fp16 logits "
               "differ (max %.3g); segmentation identical; max |prob diff| %.3g\n",
               id.c_str(), max_pre, (long long)tiles, (long long)evals, (long long)logit_diff,

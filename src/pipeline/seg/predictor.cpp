@@ -14,11 +14,13 @@
 #include <fstream>
 #include <sstream>
 
+#include "graph/graph.h"
 #include "io/npy.h"
 #include "pipeline/seg/postprocess.h"
 #include "pipeline/seg/preprocess.h"
 #include "pipeline/seg/resample.h"
 #include "pipeline/seg/sliding_window.h"
+#include "runtime/plan.h"
 
 namespace kiln::seg {
 
@@ -277,6 +279,26 @@ Predictor Predictor::load(const std::string& model_folder, const PredictorOption
                                             ", expected (N, " + std::to_string(p.cfg_.num_input_channels) +
                                             ", x, y, z) for the " + std::to_string(p.cfg_.num_input_channels) +
                                             " channel(s) of dataset.json");
+    if (f == 0) {
+      // Shapes of every activation for one batch of tiles (symbolic pass, nothing is run or allocated).
+      try {
+        const int64_t views = options.mirroring ? int64_t{1} << p.cfg_.mirror_axes.size() : 1;
+        const int64_t b = std::min<int64_t>(views, std::max(options.max_batch, 1));
+        ShapePlan sp = s->plan().analyze({TensorType::of(DType::Float32, {b, (int64_t)p.cfg_.num_input_channels,
+                                                                            p.cfg_.patch_size[0], p.cfg_.patch_size[1],
+                                                                            p.cfg_.patch_size[2]})},
+                                         false);
+        for (size_t v = 0; v < sp.types.size(); ++v) {
+          if (!sp.constants[v].empty() || !sp.types[v].fully_known()) continue;
+          const Shape sh = sp.types[v].concrete();
+          uint64_t n = dtype_size(sp.types[v].dtype);
+          for (int64_t d : sh) n = sat_mul(n, (uint64_t)std::max<int64_t>(d, 0));
+          p.largest_activation_bytes_ = std::max(p.largest_activation_bytes_, n);
+        }
+      } catch (const std::exception&) {
+        p.largest_activation_bytes_ = 0;  // unknown: the estimate then covers the data only
+      }
+    }
     p.nets_.push_back(std::move(s));
   }
   return p;
@@ -360,14 +382,23 @@ void Predictor::check_memory(const CaseFiles& files) const {
                 "' have different spacings " + spacing_str(g0.spacing) + " and " + spacing_str(g.spacing) +
                 " (reader order; compared as numpy.allclose, rtol 1e-5)");
   }
-  uint64_t est = estimate_peak_bytes(cfg_, (int)files.channels.size(), g0.shape, g0.spacing, opt_.save_probabilities);
-  if (!nets_.empty()) est += nets_[0]->stats().arena_bytes;  // known after the first run
+  const uint64_t data_est =
+      estimate_peak_bytes(cfg_, (int)files.channels.size(), g0.shape, g0.spacing, opt_.save_probabilities);
+  const uint64_t net_est = network_bytes_estimate();
+  const uint64_t est = data_est + net_est;
   const uint64_t limit = opt_.memory_limit_bytes ? opt_.memory_limit_bytes : available_memory_bytes();
   if (limit > 0 && est > limit)
     bad_input("case '" + files.id + "': the volume " + shape3_str(g0.shape) + " x " + std::to_string(files.channels.size()) +
-              " channel(s) needs an estimated peak of " + gib((double)est) + " of memory, more than the " + gib((double)limit) +
+              " channel(s) needs an estimated peak of " + gib((double)est) + " of memory (" + gib((double)data_est) +
+              " for the volumes, " + gib((double)net_est) + " for the network), more than the " + gib((double)limit) +
               (opt_.memory_limit_bytes ? " allowed (memory limit)" : " available (MemAvailable in /proc/meminfo)") +
               "; nothing was written. Crop or downsample the image, or free memory");
+}
+
+uint64_t Predictor::network_bytes_estimate() const {
+  uint64_t arena = 0;
+  for (const auto& n : nets_) arena = std::max<uint64_t>(arena, n->stats().arena_bytes);
+  return std::max(arena, sat_mul(largest_activation_bytes_, 4));
 }
 
 CaseResult Predictor::predict_case(const CaseFiles& files) {

@@ -109,6 +109,11 @@ class Predictor {
   ExportResult export_case(const Tensor& logits_fp16, const CaseGeometry& geom) const;  // back to reader order
   void postprocess(Tensor& segmentation) const;                      // the model's postprocessing steps
 
+  // Estimated network working memory per evaluation (bytes): before the first run 4 x the largest activation of
+  // a (max_batch, C, patch) input from the plan's shape analysis (a conv's input and output plus the U-Net's
+  // live skip connections); afterwards at least the arena the session actually planned.
+  uint64_t network_bytes_estimate() const;
+
   // Checks the pre-flight memory estimate for a case (from headers only); throws InvalidArgument with the
   // estimate when it exceeds the limit.
   void check_memory(const CaseFiles& files) const;
@@ -130,6 +135,7 @@ class Predictor {
   ModelConfig cfg_;
   PredictorOptions opt_;
   std::vector<std::unique_ptr<Session>> nets_;
+  uint64_t largest_activation_bytes_ = 0;
 };
 
 // Dice per foreground label (values 1..max over both maps): 2|A&B| / (|A|+|B|), NaN when both are empty.
