@@ -25,8 +25,13 @@ iterations (deterministic for a given torch build and thread count). The network
 layout of dynamic_network_architectures' PlainConvUNet (so the state_dict keys match what nnU-Net expects) with
 3 stages (8, 16, 32 features).
 
-The script finally evaluates the trained network on the held-out case with its own sliding-window inference
-(step 0.5, Gaussian weights, 8-way mirroring, linear resampling of the logits back) and prints the Dice.
+The script finally evaluates the trained network on the held-out case (and 4 further generated ones, not
+written) with its own sliding-window inference (step 0.5, Gaussian weights, 8-way mirroring, linear resampling
+of the logits back) and prints the Dice.
+
+Recorded run (Debian torch 1.13, 2 threads, busy 2-core machine): 250 iterations in 141-221 s; Dice on
+demo_001 label 1 0.9977, label 2 0.9907 (4 further cases: mean 0.9968 / 0.9743); a second run wrote
+byte-identical files. Everything written is ~880 KiB (model.onnx 334 KB, checkpoint 359 KB, case 197 KB).
 
 Usage: /usr/bin/python3 python/train_seg_demo.py [--out examples/seg] [--iters N] [--threads 2]
 """
