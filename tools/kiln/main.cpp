@@ -4,6 +4,8 @@
 
 #include "common.h"
 
+namespace kiln::cli { void add_segment_command(CLI::App& app, int* rc); }  // cmd_segment.cpp
+
 int main(int argc, char** argv) {
   using namespace kiln::cli;
   CLI::App app{"kiln: run, verify, benchmark and inspect ONNX models on the CPU"};
@@ -20,6 +22,7 @@ int main(int argc, char** argv) {
   add_verify_command(app, &rc);
   add_bench_command(app, &rc);
   add_show_command(app, &rc);
+  add_segment_command(app, &rc);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
