@@ -20,5 +20,5 @@ if [ -z "${KILN_TEST_QUICK:-}" ]; then
   ninja -C build-san kiln_unit_tests kiln_conformance kiln_cli fuzz_loader
   # Network-heavy end-to-end cases run in the release build only.
   (cd build-san && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-     ctest --output-on-failure -j"$J" -L "asan|fuzz" -E "E2E")
+     ctest --output-on-failure -j"$J" -L "unit|asan|fuzz" -E "E2E")
 fi
