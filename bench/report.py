@@ -34,7 +34,10 @@ def read_result(prefix):
         return None, f"{status}: {last_err}" if last_err else status
     lines = [l for l in stdout.splitlines() if l.lstrip().startswith("{")]
     try:
-        result = json.loads(lines[-1])
+        try:  # one object, possibly pretty-printed over several lines
+            result = json.loads(stdout)
+        except ValueError:
+            result = json.loads(lines[-1])
         missing = [k for k in KEYS if not isinstance(result.get(k), (int, float))]
     except (IndexError, ValueError):
         return None, "no JSON object on stdout"

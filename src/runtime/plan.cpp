@@ -288,7 +288,15 @@ void Plan::plan_layouts(ShapePlan& sp) const {
     }
     if (rule == LayoutRule::PlainOnly)
       for (auto& id : s.in) id = convert(id, Layout::Plain);
-    if (rule == LayoutRule::ChannelsLast) out_layout = Layout::ChannelsLast;
+    if (rule == LayoutRule::ChannelsLast) {
+      // Channels-last kernels are fastest with channels-last activations in (oneDNN falls back to slow
+      // reference code for mixed plain-in / channels-last-out convolutions): convert computed inputs, never
+      // constants such as weights.
+      for (auto& id : s.in)
+        if (id >= 0 && sp.constants[id].empty() && sp.types[id].fully_known() && sp.types[id].rank() >= 3)
+          id = convert(id, Layout::ChannelsLast);
+      out_layout = Layout::ChannelsLast;
+    }
     s.in_layout.clear();
     for (int id : s.in) s.in_layout.push_back(id < 0 ? Layout::Plain : sp.layout[id]);
     s.out_layout.clear();

@@ -116,8 +116,9 @@ TEST(Layout, ChannelsLastPlanMatchesPlainPlan) {
   EXPECT_EQ(plain_stats.layout_conversions, 0);
   // Convolutions, ReLU, Add, MaxPool, Concat, InstanceNorm, LeakyReLU and Mul all stay channels-last.
   EXPECT_GE(cl_stats.channels_last_steps, 9);
-  // Only z (a 4-D graph output) needs converting back; y comes out of global pooling, the same in both layouts.
-  EXPECT_EQ(cl_stats.layout_conversions, 1);
+  // Two conversions: x into channels-last before the first convolution, and z (a 4-D graph output) back to
+  // plain; y comes out of global pooling, the same bytes in both layouts.
+  EXPECT_EQ(cl_stats.layout_conversions, 2);
   ASSERT_EQ(got.size(), want.size());
   for (size_t o = 0; o < got.size(); ++o) {
     ASSERT_EQ(got[o].shape(), want[o].shape());
