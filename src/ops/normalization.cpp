@@ -92,6 +92,13 @@ class BatchNormK : public Kernel {
       if (!ctx.has_input(i)) fail(node_.describe() + ": expects 5 inputs (X, scale, B, input_mean, input_var)");
     for (int o = 1; o < ctx.num_outputs() && o < 3; ++o) ctx.set_output(o, ctx.input_type(o + 2));
   }
+  // Inference on float32 channels-last data: a per-channel affine over rows of C contiguous channels.
+  LayoutRule layout_rule(const std::vector<const TensorType*>& types, const std::vector<Layout>& layouts) const override {
+    if (!training_ && types[0] && types[0]->dtype == DType::Float32 && layouts[0] == Layout::ChannelsLast)
+      return LayoutRule::ChannelsLast;
+    return LayoutRule::PlainOnly;
+  }
+
   void run(RunContext& ctx) override {
     const Tensor& x = ctx.input(0);
     const int64_t N = x.dim(0), C = x.dim(1), S = x.numel() / std::max<int64_t>(1, N * C);
@@ -99,6 +106,21 @@ class BatchNormK : public Kernel {
     auto bias = vec_param(node_, ctx.input(2), C, "B");
     auto mean = vec_param(node_, ctx.input(3), C, "input_mean");
     auto var = vec_param(node_, ctx.input(4), C, "input_var");
+    if (ctx.input_layout(0) == Layout::ChannelsLast) {
+      std::vector<float> a(C), b(C);
+      for (int64_t c = 0; c < C; ++c) {
+        float inv = 1.f / std::sqrt(var[c] + eps_);
+        a[c] = scale[c] * inv;
+        b[c] = bias[c] - mean[c] * scale[c] * inv;
+      }
+      const float* xp = x.data<float>();
+      float* yp = ctx.output(0).data<float>();
+      const int64_t rows = N * S;
+#pragma omp parallel for schedule(static) if (rows * C > (1 << 15))
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < C; ++c) yp[r * C + c] = xp[r * C + c] * a[c] + b[c];
+      return;
+    }
     Tensor xf = cpu::red_as_f32(x);
     Tensor yf = cpu::red_out_f32(ctx.output(0));
     const float* xp = xf.data<float>();
