@@ -377,3 +377,23 @@ TEST(Passes, PostOpReferenceMatchesOneDnn) {
     EXPECT_NEAR(y.data<float>()[i], v, 1e-6);
   }
 }
+
+// Training-mode Dropout is the identity only when its ratio is a constant 0 (torchvision's swin_t exports its
+// attention dropout as Dropout(x, ratio=0, training_mode=true)).
+TEST(Passes, TrainingDropoutWithZeroRatioIsIdentity) {
+  for (float ratio : {0.0f, 0.5f}) {
+    G b;
+    b.input("X", {2, 3});
+    Tensor on(DType::Bool, {});
+    on.data<uint8_t>()[0] = 1;
+    b.init("ratio", scalar(ratio));
+    b.init("training", on);
+    std::string r = b.node("Relu", {"X"});
+    std::string d = b.node("Dropout", {r, "ratio", "training"});
+    b.node("Neg", {d}, {}, "Y");
+    b.output("Y");
+    Graph g = b.g;
+    passes::eliminate_identity(g);
+    EXPECT_EQ(count_op(g, "Dropout"), ratio == 0.0f ? 0 : 1) << "ratio " << ratio;
+  }
+}

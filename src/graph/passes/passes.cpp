@@ -144,6 +144,10 @@ bool eliminate_identity(Graph& g) {
         training = it == g.initializers.end() || it->second.numel() != 1 || it->second.dtype() != DType::Bool ||
                    it->second.data<uint8_t>()[0] != 0;
       }
+      // Training mode with a constant ratio of 0 drops nothing and scales by 1: still the identity
+      // (torchvision's swin_t exports its attention dropout that way).
+      double ratio = -1;
+      if (training && n.has_input(1) && scalar_const(g, n.inputs[1], &ratio) && ratio == 0) training = false;
       identity = !mask_used && !training;
     }
     if (!identity || n.inputs.empty() || !n.has_input(0) || n.outputs.empty() || n.outputs[0].empty()) continue;
