@@ -11,7 +11,7 @@ PACKAGES=(
   libdnnl-dev libprotobuf-dev protobuf-compiler libonnx-dev
   nlohmann-json3-dev libcli11-dev libpng-dev python3-scipy python3-skimage python3-nibabel libgtest-dev libgmock-dev libbenchmark-dev zlib1g-dev
   python3-numpy python3-torch python3-torchvision python3-onnx python3-sklearn libopenblas0-openmp
-  nodejs npm
+  nodejs
 )
 
 if [ -z "${KILN_SKIP_APT:-}" ]; then
