@@ -218,9 +218,15 @@ class GlobalPoolK : public Kernel {
           for (int64_t s = 1; s < size; ++s)
             for (int64_t c = c0; c < c1; ++c) yn[c] = std::max(yn[c], xn[s * C + c]);
         } else {
+          // Float partial sums over runs of 64 positions (vectorised across channels), combined in double.
           double acc[64] = {0};
-          for (int64_t s = 0; s < size; ++s)
-            for (int64_t c = c0; c < c1; ++c) acc[c - c0] += xn[s * C + c];
+          for (int64_t s0 = 0; s0 < size; s0 += 64) {
+            const int64_t s1 = std::min(size, s0 + 64);
+            float part[64] = {0};
+            for (int64_t s = s0; s < s1; ++s)
+              for (int64_t c = c0; c < c1; ++c) part[c - c0] += xn[s * C + c];
+            for (int64_t c = c0; c < c1; ++c) acc[c - c0] += part[c - c0];
+          }
           for (int64_t c = c0; c < c1; ++c) yn[c] = (float)(acc[c - c0] / (double)size);
         }
       }
