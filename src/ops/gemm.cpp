@@ -28,7 +28,7 @@ class GemmK : public Kernel {
     if (!(a.dtype == DType::Float32 || a.dtype == DType::Float64 || a.dtype == DType::Int32 || a.dtype == DType::Int64 ||
           a.dtype == DType::UInt32 || a.dtype == DType::UInt64))
       unsupported(node_.describe() + ": Gemm of " + dtype_name(a.dtype) + " is not supported (float32, float64, int32, int64, uint32, uint64)");
-    if (const Tensor* w = ctx.input_value(1)) remember_const(*w);
+    if (const Tensor* w = ctx.input_value(1)) const_b_.remember(*w);
     const TensorType* c = ctx.has_input(2) ? &ctx.input_type(2) : nullptr;
     if (c && c->dtype != a.dtype) fail(node_.describe() + ": C must have the type of A, got " + c->str() + " and A " + a.str());
     if (a.has_shape && a.rank() != 2) fail(node_.describe() + ": A must be 2-D, got " + a.str());
@@ -85,7 +85,7 @@ class GemmK : public Kernel {
       c.b = B.data<float>();
       c.bs = {K, N};
       c.trans_b = tb_;
-      c.b_const = is_const(B);
+      c.b_const = const_b_.contains(B);
       c.y = Y.data<float>();
       c.ys = {M, N};
       c.alpha = alpha_;
@@ -120,20 +120,7 @@ class GemmK : public Kernel {
   int opset_;
   float alpha_, beta_;
   bool ta_, tb_;
-  // B values known at plan time (initializers, folded constants). Holding them keeps their buffers
-  // alive, so a B at one of these addresses at run time really is that constant, and oneDNN may keep
-  // a reordered copy of it keyed by its address.
-  void remember_const(const Tensor& w) {
-    if (is_const(w)) return;
-    const_b_.push_back(w);
-    if (const_b_.size() > 8) const_b_.erase(const_b_.begin());
-  }
-  bool is_const(const Tensor& b) const {
-    for (auto& w : const_b_)
-      if (w.raw() == b.raw() && w.shape() == b.shape() && w.dtype() == b.dtype()) return true;
-    return false;
-  }
-  std::vector<Tensor> const_b_;
+  mm::ConstWeights const_b_;  // B values known at plan time
   mm::MatmulCache fast_;
 };
 

@@ -38,7 +38,7 @@ class MatMulK : public Kernel {
       fail(node_.describe() + ": A and B must have the same type, got " + a.str() + " and " + b.str());
     if (!mm_type_ok(a.dtype))
       unsupported(node_.describe() + ": MatMul of " + dtype_name(a.dtype) + " is not supported (float32, float64, int32, int64, uint32, uint64)");
-    if (const Tensor* w = ctx.input_value(1)) remember_const(*w);
+    if (const Tensor* w = ctx.input_value(1)) const_b_.remember(*w);
     if (!a.has_shape || !b.has_shape) { ctx.set_output(0, unknown_type(a.dtype)); return; }
     if (a.rank() == 0 || b.rank() == 0)
       fail(node_.describe() + ": MatMul operands must have rank >= 1, got A " + a.str() + " and B " + b.str());
@@ -113,7 +113,7 @@ class MatMulK : public Kernel {
       c.as = as;
       c.b = B.data<float>();
       c.bs = bs;
-      c.b_const = is_const(B);
+      c.b_const = const_b_.contains(B);
       c.y = Y.data<float>();
       c.ys = ys;
       if (bias) c.bias = bias->data<float>();
@@ -152,20 +152,7 @@ class MatMulK : public Kernel {
   Node node_;
   bool fused_ = false;
   std::vector<cpu::PostOp> post_;
-  // B values known at plan time (initializers, folded constants). Holding them keeps their buffers
-  // alive, so a B at one of these addresses at run time really is that constant, and oneDNN may keep
-  // a reordered copy of it keyed by its address.
-  void remember_const(const Tensor& w) {
-    if (is_const(w)) return;
-    const_b_.push_back(w);
-    if (const_b_.size() > 8) const_b_.erase(const_b_.begin());
-  }
-  bool is_const(const Tensor& b) const {
-    for (auto& w : const_b_)
-      if (w.raw() == b.raw() && w.shape() == b.shape() && w.dtype() == b.dtype()) return true;
-    return false;
-  }
-  std::vector<Tensor> const_b_;
+  mm::ConstWeights const_b_;  // B values known at plan time
   mm::MatmulCache fast_;
 };
 

@@ -26,6 +26,26 @@ struct MatmulCall {
   std::vector<cpu::PostOp> post;  // elementwise post-ops after bias (no Sum), see backends/cpu/conv_postops.h
 };
 
+// Weights known at plan time (initializers, folded constants). Holding them keeps their buffers alive, so a
+// tensor found at one of these addresses at run time really is that constant, and a reordered copy oneDNN
+// keeps keyed by its address stays valid. The 8 most recent are kept.
+class ConstWeights {
+ public:
+  void remember(const Tensor& w) {
+    if (contains(w)) return;
+    held_.push_back(w);
+    if (held_.size() > 8) held_.erase(held_.begin());
+  }
+  bool contains(const Tensor& b) const {
+    for (auto& w : held_)
+      if (w.raw() == b.raw() && w.shape() == b.shape() && w.dtype() == b.dtype()) return true;
+    return false;
+  }
+
+ private:
+  std::vector<Tensor> held_;
+};
+
 class MatmulCache {
  public:
   MatmulCache();
