@@ -2,7 +2,6 @@
 // un-cropping, transposing back; end to end against nnU-Net's saved segmentation and probabilities of nnunet-case0.
 // Links against resample.h and nifti.h (other stages of the pipeline).
 #include <gtest/gtest.h>
-#include <zlib.h>
 
 #include <cmath>
 #include <cstring>
@@ -14,6 +13,7 @@
 #include "io/npy.h"
 #include "pipeline/seg/export.h"
 #include "pipeline/seg/nifti.h"
+#include "pipeline/seg/predictor.h"
 
 using namespace kiln;
 using namespace kiln::seg;
@@ -31,57 +31,6 @@ std::string read_file(const std::string& path) {
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
-}
-
-uint32_t le32(const std::string& b, size_t o) {
-  return (uint32_t)(uint8_t)b[o] | (uint32_t)(uint8_t)b[o + 1] << 8 | (uint32_t)(uint8_t)b[o + 2] << 16 |
-         (uint32_t)(uint8_t)b[o + 3] << 24;
-}
-uint16_t le16(const std::string& b, size_t o) { return (uint16_t)((uint8_t)b[o] | (uint8_t)b[o + 1] << 8); }
-
-// One member of a .npz (zip; stored or deflated, no zip64 sizes) parsed as .npy. Test helper only.
-Tensor npz_member(const std::string& path, const std::string& member) {
-  const std::string z = read_file(path);
-  if (z.size() < 22) throw std::runtime_error(path + ": too small for a zip");
-  size_t eocd = std::string::npos;
-  for (size_t o = z.size() - 22 + 1; o-- > 0 && o + 65557 >= z.size();)
-    if (le32(z, o) == 0x06054b50) { eocd = o; break; }
-  if (eocd == std::string::npos) throw std::runtime_error(path + ": no end of central directory");
-  const uint16_t entries = le16(z, eocd + 10);
-  size_t p = le32(z, eocd + 16);
-  for (int e = 0; e < entries; ++e) {
-    if (p + 46 > z.size() || le32(z, p) != 0x02014b50) throw std::runtime_error(path + ": bad central directory");
-    const uint16_t method = le16(z, p + 10);
-    const uint32_t csize = le32(z, p + 20), usize = le32(z, p + 24);
-    const uint16_t nlen = le16(z, p + 28), xlen = le16(z, p + 30), clen = le16(z, p + 32);
-    const uint32_t local = le32(z, p + 42);
-    const std::string name = z.substr(p + 46, nlen);
-    p += 46 + nlen + xlen + clen;
-    if (name != member + ".npy") continue;
-    if (csize == 0xffffffffu || usize == 0xffffffffu || local == 0xffffffffu)
-      throw std::runtime_error(path + ": zip64 members are not supported by this test helper");
-    const size_t data = local + 30 + le16(z, local + 26) + le16(z, local + 28);
-    if (data + csize > z.size()) throw std::runtime_error(path + ": truncated member");
-    std::string out;
-    if (method == 0) {
-      out = z.substr(data, csize);
-    } else if (method == 8) {
-      out.resize(usize);
-      z_stream zs{};
-      if (inflateInit2(&zs, -MAX_WBITS) != Z_OK) throw std::runtime_error("inflateInit2");
-      zs.next_in = (Bytef*)z.data() + data;
-      zs.avail_in = csize;
-      zs.next_out = (Bytef*)out.data();
-      zs.avail_out = usize;
-      int rc = inflate(&zs, Z_FINISH);
-      inflateEnd(&zs);
-      if (rc != Z_STREAM_END || zs.total_out != usize) throw std::runtime_error(path + ": inflate failed");
-    } else {
-      throw std::runtime_error(path + ": unsupported zip method " + std::to_string(method));
-    }
-    return npy::parse(out, path + ":" + name);
-  }
-  throw std::runtime_error(path + ": no member " + member);
 }
 
 ModelConfig softmax_config(int K) {
@@ -251,7 +200,7 @@ void export_case(const std::string& id) {
     diff += withp.segmentation.data<uint8_t>()[i] != want.data.data<float>()[i];
     diff_plain += plain.segmentation.data<uint8_t>()[i] != want.data.data<float>()[i];
   }
-  Tensor wp = npz_member(kCase + "expected/" + id + ".npz", "probabilities");
+  Tensor wp = read_npz_member(kCase + "expected/" + id + ".npz", "probabilities");
   ASSERT_EQ(withp.probabilities.shape(), wp.shape());
   double max_abs = 0;
   for (int64_t i = 0; i < wp.numel(); ++i)
