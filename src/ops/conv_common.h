@@ -11,6 +11,7 @@
 #include "backends/cpu/conv_params.h"
 #include "backends/cpu/conv_postops.h"
 #include "backends/cpu/conv_ref.h"
+#include "backends/cpu/data_util.h"
 #include "ops/common.h"
 
 namespace kiln {
@@ -354,7 +355,7 @@ class ConvKernel : public Kernel {
     const Tensor* wp = &w;
     if (ctx.input_layout(1) == Layout::ChannelsLast && w.rank() >= 3) {
       w_plain = Tensor(w.dtype(), w.shape());
-      cpu::layout_copy(w.raw(), w_plain.raw(), w.dim(0), w.dim(1), w.numel() / std::max<int64_t>(1, w.dim(0) * w.dim(1)),
+      data::layout_copy(w.raw(), w_plain.raw(), w.dim(0), w.dim(1), w.numel() / std::max<int64_t>(1, w.dim(0) * w.dim(1)),
                        dtype_size(w.dtype()), false);
       wp = &w_plain;
     }
@@ -365,7 +366,7 @@ class ConvKernel : public Kernel {
       const float* sd = sum ? sum->data<float>() : nullptr;
       if (sum && s_cl != y_cl) {
         s_conv = Tensor(sum->dtype(), sum->shape());
-        cpu::layout_copy(sum->raw(), s_conv.raw(), p.N, p.M, S, 4, y_cl);
+        data::layout_copy(sum->raw(), s_conv.raw(), p.N, p.M, S, 4, y_cl);
         sd = s_conv.data<float>();
       }
       if (dnnl_.run(p, x.data<float>(), wp->data<float>(), b ? b->data<float>() : nullptr, y.data<float>(),
@@ -377,7 +378,7 @@ class ConvKernel : public Kernel {
     const Tensor* xp = &x;
     if (x_cl) {
       x_plain = Tensor(x.dtype(), x.shape());
-      cpu::layout_copy(x.raw(), x_plain.raw(), p.N, p.C, x.numel() / std::max<int64_t>(1, p.N * p.C), dtype_size(x.dtype()), false);
+      data::layout_copy(x.raw(), x_plain.raw(), p.N, p.C, x.numel() / std::max<int64_t>(1, p.N * p.C), dtype_size(x.dtype()), false);
       xp = &x_plain;
     }
     Tensor* yp = &y;
@@ -392,7 +393,7 @@ class ConvKernel : public Kernel {
       if (sum) {
         if (s_cl) {
           s_plain = Tensor(sum->dtype(), sum->shape());
-          cpu::layout_copy(sum->raw(), s_plain.raw(), p.N, p.M, S, 4, false);
+          data::layout_copy(sum->raw(), s_plain.raw(), p.N, p.M, S, 4, false);
           sd = s_plain.data<float>();
         } else {
           sd = sum->data<float>();
@@ -400,7 +401,7 @@ class ConvKernel : public Kernel {
       }
       cpu::apply_post_ops_ref(post_, yp->data<float>(), yp->numel(), sd);
     }
-    if (y_cl) cpu::layout_copy(y_plain.raw(), y.raw(), p.N, p.M, S, dtype_size(y.dtype()), true);
+    if (y_cl) data::layout_copy(y_plain.raw(), y.raw(), p.N, p.M, S, dtype_size(y.dtype()), true);
   }
 
  private:

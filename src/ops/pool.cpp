@@ -128,24 +128,17 @@ class PoolK : public Kernel {
     if (Y.numel() == 0) return;
     const bool y_cl = ctx.output_layout(0) == Layout::ChannelsLast;
     if (y_cl && fast_.run(a_, g, X.data<float>(), Y.data<float>(), true)) return;
-    const int r = X.rank();
-    std::vector<int> to_plain(r), to_cl(r);
-    to_plain[0] = 0; to_plain[1] = r - 1;
-    for (int d = 2; d < r; ++d) to_plain[d] = d - 1;
-    to_cl[0] = 0; to_cl[r - 1] = 1;
-    for (int d = 2; d < r; ++d) to_cl[d - 1] = d;
-    Shape phys_in{X.dim(0)};
-    for (int d = 2; d < r; ++d) phys_in.push_back(X.dim(d));
-    phys_in.push_back(X.dim(1));
+    const size_t es = dtype_size(X.dtype());
+    const int64_t N = X.dim(0), C = X.dim(1);
     Tensor xp(X.dtype(), X.shape());
-    data::transpose(xp.raw(), X.raw(), phys_in, to_plain, dtype_size(X.dtype()));
+    data::layout_copy(X.raw(), xp.raw(), N, C, X.numel() / std::max<int64_t>(1, N * C), es, false);
     if (!y_cl) {
       mm::ref_pool(X.dtype(), a_, g, xp.raw(), Y.raw(), nullptr);
       return;
     }
     Tensor yp(Y.dtype(), Y.shape());
     mm::ref_pool(X.dtype(), a_, g, xp.raw(), yp.raw(), nullptr);
-    data::transpose(Y.raw(), yp.raw(), yp.shape(), to_cl, dtype_size(Y.dtype()));
+    data::layout_copy(yp.raw(), Y.raw(), N, C, Y.numel() / std::max<int64_t>(1, N * C), es, true);
   }
 
  private:

@@ -454,30 +454,19 @@ std::vector<Tensor> Plan::run(const std::vector<const Tensor*>& inputs) {
     if (s.node < 0) {
       // Layout conversion between logical (N, C, D...) and physical (N, D..., C).
       const Tensor& x = *pin[0];
-      Tensor& y = slot[s.out[0]];
-      const int r = x.rank();
-      std::vector<int> perm(r);
-      Shape in_shape = x.shape();
-      if (s.convert_to == Layout::ChannelsLast) {
-        perm[0] = 0;
-        for (int d = 2; d < r; ++d) perm[d - 1] = d;
-        perm[r - 1] = 1;
-      } else {
-        in_shape = physical_shape(x.shape());
-        perm[0] = 0;
-        perm[1] = r - 1;
-        for (int d = 2; d < r; ++d) perm[d] = d - 1;
-      }
-      data::transpose(y.raw(), x.raw(), in_shape, perm, dtype_size(x.dtype()));
+      const int64_t N = x.dim(0), C = x.dim(1), S = x.numel() / std::max<int64_t>(1, N * C);
+      data::layout_copy(x.raw(), slot[s.out[0]].raw(), N, C, S, dtype_size(x.dtype()), s.convert_to == Layout::ChannelsLast);
     } else {
       Kernel* k = kernels_[s.node].get();
       std::vector<Tensor*> pout;
       for (int id : s.out) pout.push_back(id < 0 ? nullptr : &slot[id]);
+      std::vector<Tensor> vin, vout;
       if (s.physical_views) {
         // Layout-blind kernel on ChannelsLast data: same bytes, physical shapes.
         const int rank = sp.types[s.out[0]].rank();
         const Shape oshape = sp.types[s.out[0]].concrete();
-        std::vector<Tensor> vin(pin.size()), vout(pout.size());
+        vin.resize(pin.size());
+        vout.resize(pout.size());
         for (size_t i = 0; i < pin.size(); ++i) {
           if (!pin[i]) continue;
           const Shape& sh = pin[i]->shape();
@@ -489,19 +478,12 @@ std::vector<Tensor> Plan::run(const std::vector<const Tensor*>& inputs) {
           vout[o] = pout[o]->reshaped(physical_shape(pout[o]->shape()));
           pout[o] = &vout[o];
         }
-        RunContext rctx(n, pin, pout, s.in_layout, s.out_layout);
-        try {
-          k->run(rctx);
-        } catch (...) {
-          rethrow_with_node(n, "execution");
-        }
-      } else {
-        RunContext rctx(n, pin, pout, s.in_layout, s.out_layout);
-        try {
-          k->run(rctx);
-        } catch (...) {
-          rethrow_with_node(n, "execution");
-        }
+      }
+      RunContext rctx(n, pin, pout, s.in_layout, s.out_layout);
+      try {
+        k->run(rctx);
+      } catch (...) {
+        rethrow_with_node(n, "execution");
       }
     }
     if (on_step) on_step(n, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());

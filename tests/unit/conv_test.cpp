@@ -12,6 +12,7 @@
 
 #include "backends/cpu/conv_dnnl.h"
 #include "backends/cpu/conv_ref.h"
+#include "backends/cpu/data_util.h"
 #include "ops/conv_common.h"
 
 using namespace kiln;
@@ -464,7 +465,7 @@ namespace {
 // Plain [N, C, S...] <-> channels-last copies (the logical shape stays the same).
 Tensor to_layout(const Tensor& t, bool to_cl) {
   Tensor r(t.dtype(), t.shape());
-  cpu::layout_copy(t.raw(), r.raw(), t.dim(0), t.dim(1), t.numel() / (t.dim(0) * t.dim(1)), 4, to_cl);
+  data::layout_copy(t.raw(), r.raw(), t.dim(0), t.dim(1), t.numel() / (t.dim(0) * t.dim(1)), 4, to_cl);
   return r;
 }
 

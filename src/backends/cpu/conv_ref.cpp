@@ -150,36 +150,4 @@ void conv_reference(const ConvParams& p, const Tensor& x, const Tensor& w, const
 
 namespace kiln::cpu {
 
-namespace {
-template <class T>
-void layout_copy_t(const T* src, T* dst, int64_t N, int64_t C, int64_t S, bool to_cl) {
-  // Blocked over (C, S) tiles so both sides stay cache friendly.
-  constexpr int64_t B = 32;
-  const int64_t cb = (C + B - 1) / B, sb = (S + B - 1) / B;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t t = 0; t < cb * sb; ++t) {
-      const int64_t c0 = (t / sb) * B, s0 = (t % sb) * B;
-      const int64_t c1 = std::min(C, c0 + B), s1 = std::min(S, s0 + B);
-      const T* sp = src + n * C * S;
-      T* dp = dst + n * C * S;
-      for (int64_t c = c0; c < c1; ++c)
-        for (int64_t s = s0; s < s1; ++s) {
-          if (to_cl) dp[s * C + c] = sp[c * S + s];
-          else dp[c * S + s] = sp[s * C + c];
-        }
-    }
-}
-}  // namespace
-
-void layout_copy(const void* src, void* dst, int64_t N, int64_t C, int64_t S, size_t esz, bool to_cl) {
-  switch (esz) {
-    case 1: layout_copy_t((const uint8_t*)src, (uint8_t*)dst, N, C, S, to_cl); break;
-    case 2: layout_copy_t((const uint16_t*)src, (uint16_t*)dst, N, C, S, to_cl); break;
-    case 4: layout_copy_t((const uint32_t*)src, (uint32_t*)dst, N, C, S, to_cl); break;
-    case 8: layout_copy_t((const uint64_t*)src, (uint64_t*)dst, N, C, S, to_cl); break;
-    default: throw Error(ErrorCode::Unsupported, "layout_copy: unsupported element size " + std::to_string(esz));
-  }
-}
-
 }  // namespace kiln::cpu

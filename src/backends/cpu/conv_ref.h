@@ -17,8 +17,5 @@ void conv_reference_f64(const ConvParams& p, const double* x, const double* w, c
 
 namespace kiln::cpu {
 
-// Layout change of a rank >= 3 tensor of logical shape [N, C, S...] (S = product of the spatial dims):
-// to_cl: plain [N, C, S] -> channels-last [N, S, C]; otherwise the reverse. esz: bytes per element.
-void layout_copy(const void* src, void* dst, int64_t N, int64_t C, int64_t S, size_t esz, bool to_cl);
 
 }  // namespace kiln::cpu

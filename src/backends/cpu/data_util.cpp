@@ -228,6 +228,10 @@ void transpose(void* dst, const void* src, const Shape& in_shape, const std::vec
   strided_copy(dst, src, out, st, esize);
 }
 
+void layout_copy(const void* src, void* dst, int64_t N, int64_t C, int64_t S, size_t esize, bool to_cl) {
+  transpose(dst, src, to_cl ? Shape{N, C, S} : Shape{N, S, C}, {0, 2, 1}, esize);
+}
+
 void transpose_naive(void* dst, const void* src, const Shape& in_shape, const std::vector<int>& perm, size_t esize) {
   Shape out;
   std::vector<int64_t> st;

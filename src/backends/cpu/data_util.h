@@ -22,6 +22,9 @@ void strided_copy_naive(void* dst, const void* src, const Shape& shape, const st
 
 // out[i_0..i_k] = in[i_perm...]: out dims are in_shape[perm[j]]. Fast blocked kernel.
 void transpose(void* dst, const void* src, const Shape& in_shape, const std::vector<int>& perm, size_t esize);
+// Layout change of a tensor of logical shape [N, C, S...] (S = product of the spatial dims):
+// to_cl: plain [N, C, S] -> channels-last [N, S, C]; otherwise the reverse. esize: bytes per element.
+void layout_copy(const void* src, void* dst, int64_t N, int64_t C, int64_t S, size_t esize, bool to_cl);
 // Naive reference transpose.
 void transpose_naive(void* dst, const void* src, const Shape& in_shape, const std::vector<int>& perm, size_t esize);
 
