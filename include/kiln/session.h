@@ -28,6 +28,7 @@ struct ValueSpec {
 struct RunStats {
   size_t arena_bytes = 0;      // intermediate memory of the current plan
   size_t weight_bytes = 0;     // initializers
+  size_t released_weight_bytes = 0;  // of which freed: the kernels keep prepared copies (e.g. oneDNN's layouts)
   int steps = 0;               // kernels the current plan runs
   int channels_last_steps = 0; // of which produce channels-last data
   int layout_conversions = 0;  // layout conversions the planner inserted

@@ -1,5 +1,7 @@
 #include "kiln/tensor.h"
 
+#include <sys/mman.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -55,9 +57,19 @@ std::string shape_str(const Shape& s) {
   return o.str();
 }
 
+// Large buffers are mapped directly: they come zeroed, and freeing them returns the memory to the system at once.
+// Through malloc, a freed weight (e.g. one the kernels keep prepared copies of) could stay in the heap's free
+// lists -- glibc raises its mmap threshold after the first large free -- and still count as resident.
+constexpr size_t kMapBytes = 256 * 1024;
+
 static std::shared_ptr<void> allocate(size_t bytes) {
   size_t n = (bytes + 63) / 64 * 64;
   if (n == 0) n = 64;
+  if (n >= kMapBytes) {
+    void* m = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) throw Error(ErrorCode::RuntimeError, "out of memory allocating " + std::to_string(bytes) + " bytes");
+    return std::shared_ptr<void>(m, [n](void* q) { ::munmap(q, n); });
+  }
   void* p = std::aligned_alloc(64, n);
   if (!p) throw Error(ErrorCode::RuntimeError, "out of memory allocating " + std::to_string(bytes) + " bytes");
   std::memset(p, 0, n);

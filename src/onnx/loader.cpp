@@ -2,13 +2,14 @@
 
 #include <cstring>
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <sstream>
+
+#include <google/protobuf/io/zero_copy_stream_impl.h>
 
 #include "kiln_proto/onnx.pb.h"
 
@@ -194,9 +195,10 @@ std::unique_ptr<Graph> graph_from_proto(onnx::GraphProto& gp, const LoadCtx& ctx
     if (t.name().empty()) bad(ctx.label, gw + " has an initializer without a name");
     if (g->initializers.count(t.name())) bad(ctx.label, gw + ": initializer '" + t.name() + "' is defined twice");
     g->initializers[t.name()] = tensor_from_proto(t, ctx, "initializer");
-    std::string name = t.name();
-    t.Clear();
-    t.set_name(name);
+    // Clear() would keep the strings' and arrays' capacity: swap in an empty message so the bytes are freed now.
+    onnx::TensorProto emptied;
+    emptied.set_name(t.name());
+    t.Swap(&emptied);
   }
   if (gp.sparse_initializer_size())
     throw Error(ErrorCode::Unsupported, ctx.label + ": " + gw + " has sparse initializers, which are not supported");
@@ -286,7 +288,9 @@ std::unique_ptr<Graph> load_onnx_bytes(const std::string& bytes, const std::stri
   return graph_from_model(mp, base_dir, label);
 }
 
-// The file is mapped, parsed in place and unmapped before the weights are converted: no heap copy of the bytes.
+// The file is parsed from a small read buffer (not mapped): page-cache pages are not the process's memory, so
+// loading holds the protobuf's copy of the weights and, while they are converted one by one, kiln's tensors --
+// never the file's bytes as well (mapping it put a third copy in the peak resident set).
 std::unique_ptr<Graph> load_onnx_file(const std::string& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) throw Error(ErrorCode::IoError, "'" + path + "' is a directory, not a file");
@@ -307,12 +311,15 @@ std::unique_ptr<Graph> load_onnx_file(const std::string& path) {
     bad(path, "the file is " + std::to_string(size >> 20) + " MiB; protobuf cannot hold more than 2 GiB: export with "
               "external data (onnx.save_model(..., save_as_external_data=True)) so the weights live in side files");
   }
-  void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  ::close(fd);
-  if (p == MAP_FAILED) throw Error(ErrorCode::IoError, "cannot map '" + path + "': " + std::strerror(errno));
   onnx::ModelProto mp;
-  bool ok = mp.ParseFromArray(p, (int)size);
-  ::munmap(p, size);
+  bool ok;
+  {
+    google::protobuf::io::FileInputStream in(fd, 1 << 20);
+    ok = mp.ParseFromZeroCopyStream(&in);
+    const int read_errno = in.GetErrno();
+    ::close(fd);
+    if (read_errno != 0) throw Error(ErrorCode::IoError, "cannot read '" + path + "': " + std::strerror(read_errno));
+  }
   if (!ok) bad(path, kParseError);
   std::string dir = fs::path(path).parent_path().string();
   return graph_from_model(mp, dir.empty() ? "." : dir, path);

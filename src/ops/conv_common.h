@@ -326,6 +326,9 @@ class ConvKernel : public Kernel {
     return LayoutRule::ChannelsLast;
   }
 
+  // After the first oneDNN run a constant W is kept in oneDNN's layout; the original is not needed again.
+  bool owns_constant(int input) const override { return input == 1 && w_constant_ && dnnl_.holds_weights(); }
+
   void run(RunContext& ctx) override {
     const Node& n = ctx.node();
     const Tensor& x = ctx.input(0);
@@ -350,17 +353,22 @@ class ConvKernel : public Kernel {
     const bool x_cl = ctx.input_layout(0) == Layout::ChannelsLast && x.rank() >= 3;
     const bool y_cl = ctx.output_layout(0) == Layout::ChannelsLast && y.rank() >= 3;
     const bool s_cl = sum && ctx.input_layout(3) == Layout::ChannelsLast && sum->rank() >= 3;
-    // Weights are expected plain (initializers); a channels-last W is made plain for this call.
+    // Weights are expected plain (initializers); a channels-last W is made plain for this call. A W whose storage
+    // the plan freed (owns_constant) lives on in oneDNN's copy.
     Tensor w_plain;
     const Tensor* wp = &w;
-    if (ctx.input_layout(1) == Layout::ChannelsLast && w.rank() >= 3) {
+    const bool w_freed = w.raw() == nullptr && w.numel() > 0;
+    if (w_freed) {
+      if (w.dtype() != DType::Float32 || !dnnl_.holds_weights())
+        fail(n.describe() + ": weights were released but no prepared copy is held");
+    } else if (ctx.input_layout(1) == Layout::ChannelsLast && w.rank() >= 3) {
       w_plain = Tensor(w.dtype(), w.shape());
       data::layout_copy(w.raw(), w_plain.raw(), w.dim(0), w.dim(1), w.numel() / std::max<int64_t>(1, w.dim(0) * w.dim(1)),
                        dtype_size(w.dtype()), false);
       wp = &w_plain;
     }
     const int64_t S = y.numel() / (p.N * p.M);
-    if (x.dtype() == DType::Float32 && !conv_force_reference()) {
+    if (x.dtype() == DType::Float32 && (!conv_force_reference() || w_freed)) {
       // The summand in Y's layout (oneDNN's sum post-op accumulates onto a copy of it in Y).
       Tensor s_conv;
       const float* sd = sum ? sum->data<float>() : nullptr;
@@ -372,6 +380,11 @@ class ConvKernel : public Kernel {
       if (dnnl_.run(p, x.data<float>(), wp->data<float>(), b ? b->data<float>() : nullptr, y.data<float>(),
                     w_constant_ && wp == &w, x_cl, y_cl, post_, sd))
         return;
+    }
+    if (w_freed) {
+      w_plain = Tensor(w.dtype(), w.shape());
+      dnnl_.unpack_weights(p, w_plain.data<float>());
+      wp = &w_plain;
     }
     // Reference path, on plain tensors.
     Tensor x_plain, y_plain;

@@ -70,6 +70,12 @@ class MatMulK : public Kernel {
     ctx.set_output(0, y);
   }
 
+  // Once oneDNN keeps a constant B in its own layout, the original is not needed again.
+  bool owns_constant(int input) const override { return input == 1 && fast_.holds_weights(); }
+  void constant_released(int input) override {
+    if (input == 1) const_b_.clear();
+  }
+
   void run(RunContext& ctx) override {
     const Tensor& A = ctx.input(0);
     const Tensor& B = ctx.input(1);
@@ -120,7 +126,15 @@ class MatMulK : public Kernel {
       c.post = post_;
       if (fast_.run(c)) return;
     }
-    mm::ref_matmul(A.dtype(), A.raw(), as, B.raw(), bs, Y.raw(), ys);
+    Tensor b_kept;  // a freed constant B, written back from oneDNN's copy for the reference kernel
+    const void* b_raw = B.raw();
+    if (!b_raw && B.numel() > 0) {
+      b_kept = Tensor(B.dtype(), B.shape());
+      if (B.dtype() != DType::Float32 || !fast_.unpack_b(bs[r - 2], bs[r - 1], false, b_kept.data<float>()))
+        fail(node_.describe() + ": B was released but no prepared copy is held");
+      b_raw = b_kept.raw();
+    }
+    mm::ref_matmul(A.dtype(), A.raw(), as, b_raw, bs, Y.raw(), ys);
     finish_reference(Y, bias);
   }
 

@@ -87,6 +87,13 @@ class Kernel {
   virtual LayoutRule layout_rule(const std::vector<const TensorType*>& types, const std::vector<Layout>& layouts) const {
     return LayoutRule::PlainOnly;
   }
+  // Constant inputs (initializers) the kernel has copied into a prepared form of its own (e.g. oneDNN's packed
+  // weights) from which it can serve every later run, whatever the shapes. Asked after a shape plan's first run;
+  // when every reader of a constant says so, the plan frees the original and from then on hands the kernel a
+  // tensor with the constant's dtype and shape but no data (raw() == nullptr).
+  virtual bool owns_constant(int input) const { return false; }
+  // The plan freed constant input `input`: drop any reference the kernel still holds to its storage.
+  virtual void constant_released(int input) {}
 };
 
 // Creates the kernel for one node (parses and validates attributes once).

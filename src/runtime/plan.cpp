@@ -490,6 +490,11 @@ std::vector<Tensor> Plan::run(const std::vector<const Tensor*>& inputs) {
     for (size_t o = 0; o < s.out.size(); ++o)
       if (s.out[o] >= 0 && slot[s.out[o]].empty())
         throw Error(ErrorCode::RuntimeError, n.describe() + ": output " + std::to_string(o) + " was not produced");
+    // First run of this plan: initializers this step's kernel has copied into its own prepared form are freed
+    // right away (not after the run), so the run's peak memory holds one copy of each weight.
+    if (owner_ && !sp.release_checked && s.node >= 0)
+      for (int id : s.in)
+        if (id >= 0 && !sp.constants[id].empty() && slot[id].raw() && release_if_owned(id)) slot[id] = sp.constants[id];
     // Release run-time allocations after their last reader.
     for (int id : s.in)
       if (id >= 0 && sp.last_use[id] == (int)si && sp.offset[id] < 0 && !sp.is_output[id] && sp.constants[id].empty())
@@ -505,7 +510,38 @@ std::vector<Tensor> Plan::run(const std::vector<const Tensor*>& inputs) {
       if (in == id) owned = false;
     outs.push_back(owned ? slot[id] : slot[id].clone());
   }
+  sp.release_checked = true;
   return outs;
 }
 
+void Plan::enable_constant_release(Graph& g) {
+  if (&g != &g_) throw Error(ErrorCode::RuntimeError, "enable_constant_release: not the plan's graph");
+  owner_ = &g;
+  readers_.clear();
+  for (size_t ni = 0; ni < node_in_.size(); ++ni)
+    for (size_t j = 0; j < node_in_[ni].size(); ++j)
+      if (node_in_[ni][j] >= 0) readers_[node_in_[ni][j]].push_back({(int)ni, (int)j});
+}
+
+bool Plan::release_if_owned(int id) {
+  // Small constants are not worth it (and are often read as values by shape inference).
+  constexpr size_t kMinBytes = 16 * 1024;
+  auto git = owner_->initializers.find(names_[id]);
+  if (git == owner_->initializers.end()) return false;
+  Tensor& t = git->second;
+  if (t.raw() == nullptr || t.nbytes() < kMinBytes) return false;
+  for (int o : output_ids_)
+    if (o == id) return false;
+  auto it = readers_.find(id);
+  if (it == readers_.end()) return false;
+  for (auto [ni, j] : it->second)
+    if (!kernels_[ni]->owns_constant(j)) return false;
+  const Tensor freed = Tensor::view(t.dtype(), t.shape(), nullptr);
+  for (auto& cached : cache_)
+    if (!cached.constants[id].empty()) cached.constants[id] = freed;
+  released_bytes_ += t.nbytes();
+  t = freed;
+  for (auto [ni, j] : it->second) kernels_[ni]->constant_released(j);
+  return true;
+}
 }  // namespace kiln

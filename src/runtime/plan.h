@@ -37,6 +37,7 @@ struct ShapePlan {
   size_t arena_bytes = 0;
   std::shared_ptr<void> arena;
   int folded_nodes = 0;
+  bool release_checked = false;        // owned constants looked for after this plan's first run
 };
 
 class Plan {
@@ -51,6 +52,11 @@ class Plan {
   std::array<int, 3> last_layout_stats() const { return last_layout_stats_; }
   int value_id(const std::string& name) const;
   const std::vector<std::string>& value_names() const { return names_; }
+  // Lets the plan free initializers of `g` (the graph it was built from) once every kernel reading one holds its
+  // own prepared copy (Kernel::owns_constant), checked after each shape plan's first run. The graph keeps the
+  // tensor's dtype and shape with no storage.
+  void enable_constant_release(Graph& g);
+  size_t released_bytes() const { return released_bytes_; }
   // Per-node timing hook (profiling): called after each step when set.
   std::function<void(const Node&, double ms)> on_step;
 
@@ -58,6 +64,7 @@ class Plan {
   ShapePlan& plan_for(const std::vector<const Tensor*>& inputs);
   void plan_layouts(ShapePlan& sp) const;
   void plan_memory(ShapePlan& sp) const;
+  bool release_if_owned(int id);  // frees initializer `id` when every reader owns a copy (see enable_constant_release)
 
   const Graph& g_;
   int threads_;
@@ -70,6 +77,9 @@ class Plan {
   std::vector<int> input_ids_, output_ids_;
   std::list<ShapePlan> cache_;                      // most recent first
   size_t last_arena_bytes_ = 0;
+  Graph* owner_ = nullptr;          // set by enable_constant_release
+  std::unordered_map<int, std::vector<std::pair<int, int>>> readers_;  // value id -> (node, input position)
+  size_t released_bytes_ = 0;
   std::array<int, 3> last_layout_stats_{0, 0, 0};
 };
 

@@ -97,6 +97,10 @@ Status Session::init(const SessionOptions& options) {
       const char* layout_env = std::getenv("KILN_LAYOUT");
       bool channels_last = options.optimize && !(layout_env && std::string(layout_env) == "plain");
       plan_ = std::make_unique<Plan>(*graph_, threads_, channels_last);
+      // Weights the kernels copy into prepared layouts are freed after the first run (KILN_KEEP_WEIGHTS=1 keeps
+      // them, for comparisons).
+      const char* keep_env = std::getenv("KILN_KEEP_WEIGHTS");
+      if (!(keep_env && std::string(keep_env) == "1")) plan_->enable_constant_release(*graph_);
     } catch (const Error& e) {
       throw Error(e.code(), file + ": " + e.what());
     }
@@ -180,6 +184,7 @@ RunStats Session::stats() const {
     r.layout_conversions = ls[2];
   }
   for (auto& [k, t] : graph_->initializers) r.weight_bytes += t.nbytes();
+  if (plan_) r.released_weight_bytes = plan_->released_bytes();
   return r;
 }
 

@@ -39,6 +39,25 @@ dims spatial(const std::array<int64_t, 3>& a, int nsp, int64_t minus = 0) {
   return d;
 }
 
+// Weights as oneDNN sees them ({G,} O, I, k...) with strides into the ONNX layout (Conv: W [M, C/G, k...];
+// ConvTranspose: W [C, M/G, k...]).
+dnnl::memory::desc onnx_weights_md(const ConvParams& p) {
+  const int nsp = p.nsp;
+  const int64_t K = p.k_size(), Cg = p.C / p.G, Mg = p.M / p.G;
+  dims ks = spatial(p.k, nsp), kstr(nsp);
+  for (int64_t i = nsp - 1, s = 1; i >= 0; --i) { kstr[i] = s; s *= ks[i]; }
+  dims w_d, w_str;
+  if (!p.transpose) {
+    if (p.G > 1) { w_d = {p.G, Mg, Cg}; w_str = {Mg * Cg * K, Cg * K, K}; }
+    else { w_d = {p.M, p.C}; w_str = {p.C * K, K}; }
+  } else {
+    if (p.G > 1) { w_d = {p.G, Mg, Cg}; w_str = {Cg * Mg * K, K, Mg * K}; }
+    else { w_d = {p.M, p.C}; w_str = {K, p.M * K}; }
+  }
+  for (int i = 0; i < nsp; ++i) { w_d.push_back(ks[i]); w_str.push_back(kstr[i]); }
+  return dnnl::memory::desc(w_d, dt::f32, w_str);
+}
+
 // Blocked copies of x and y live only during one call, so they share one grow-only buffer per calling thread
 // instead of each cached primitive holding its own (that would double activation memory on a large 3D net).
 uint8_t* scratch(size_t bytes) {
@@ -69,10 +88,10 @@ struct DnnlConv::Entry {
   dnnl::memory user_src, user_dst, user_w, bias;
   dnnl::memory src, dst, w;  // what the primitive reads/writes (== user_* when no reorder is needed)
   size_t src_bytes = 0, dst_bytes = 0;  // sizes of the blocked copies (in the shared scratch buffer)
-  dnnl::reorder src_reorder, dst_reorder, w_reorder, sum_reorder;  // sum_reorder: y (summand) -> blocked dst
+  dnnl::reorder src_reorder, dst_reorder, sum_reorder;  // sum_reorder: y (summand) -> blocked dst
   bool reorder_src = false, reorder_dst = false;
-  const float* w_ptr = nullptr;  // weights currently held in `w`
-  uint64_t w_fp = 0;
+  dnnl::memory::desc w_md;  // the layout the primitive wants W in
+  uint64_t w_gen = 0;       // constant W: the store generation `w` was made from (0: none yet)
 };
 
 DnnlConv::DnnlConv(ConvLayout layout) : layout_(layout) {}
@@ -137,22 +156,9 @@ bool DnnlConv::run(const ConvParams& p, const float* x, const float* w, const fl
     if (!ne->failed) {
       try {
         auto& eng = engine();
-        const int64_t K = p.k_size(), Cg = p.C / p.G, Mg = p.M / p.G;
         dims src_d{p.N, p.C}, dst_d{p.N, p.M};
         for (auto v : spatial(p.in, nsp)) src_d.push_back(v);
         for (auto v : spatial(p.out, nsp)) dst_d.push_back(v);
-        // Weights as oneDNN sees them ({G,} O, I, k...) with strides into the ONNX layout.
-        dims ks = spatial(p.k, nsp), kstr(nsp);
-        for (int64_t i = nsp - 1, s = 1; i >= 0; --i) { kstr[i] = s; s *= ks[i]; }
-        dims w_d, w_str;
-        if (!p.transpose) {  // ONNX W [M, C/G, k...]
-          if (p.G > 1) { w_d = {p.G, Mg, Cg}; w_str = {Mg * Cg * K, Cg * K, K}; }
-          else { w_d = {p.M, p.C}; w_str = {p.C * K, K}; }
-        } else {  // ONNX W [C, M/G, k...]
-          if (p.G > 1) { w_d = {p.G, Mg, Cg}; w_str = {Cg * Mg * K, K, Mg * K}; }
-          else { w_d = {p.M, p.C}; w_str = {K, p.M * K}; }
-        }
-        for (int i = 0; i < nsp; ++i) { w_d.push_back(ks[i]); w_str.push_back(kstr[i]); }
 
         dnnl::memory::desc user_src_md(src_d, dt::f32, src_cl ? cl_tag(nsp + 2) : plain_tag(nsp + 2));
         dnnl::memory::desc user_dst_md(dst_d, dt::f32, dst_cl ? cl_tag(nsp + 2) : plain_tag(nsp + 2));
@@ -162,7 +168,8 @@ bool DnnlConv::run(const ConvParams& p, const float* x, const float* w, const fl
           append_dnnl_post_ops(po, prim_post);
           attr.set_post_ops(po);
         }
-        dnnl::memory::desc user_w_md(w_d, dt::f32, w_str);
+        dnnl::memory::desc user_w_md = onnx_weights_md(p);
+        const dims w_d = user_w_md.dims();
         dnnl::memory::desc bias_md({p.M}, dt::f32, tag::a);
         const bool blocked = layout == ConvLayout::Blocked;
         dnnl::memory::desc src_md = blocked ? dnnl::memory::desc(src_d, dt::f32, tag::any) : user_src_md;
@@ -207,8 +214,7 @@ bool DnnlConv::run(const ConvParams& p, const float* x, const float* w, const fl
         if (ne->reorder_src) ne->src_reorder = dnnl::reorder(ne->user_src, ne->src);
         if (ne->reorder_dst) ne->dst_reorder = dnnl::reorder(ne->dst, ne->user_dst);
         if (ne->reorder_dst && has_sum(prim_post)) ne->sum_reorder = dnnl::reorder(ne->user_dst, ne->dst);
-        ne->w = dnnl::memory(w_pd_md, eng);  // owned copy of the weights in oneDNN's preferred layout
-        ne->w_reorder = dnnl::reorder(ne->user_w, ne->w);
+        ne->w_md = w_pd_md;
       } catch (const dnnl::error&) {
         ne->failed = true;  // e.g. a padding/size combination oneDNN rejects: reference kernel instead
       }
@@ -220,13 +226,35 @@ bool DnnlConv::run(const ConvParams& p, const float* x, const float* w, const fl
   if (e->failed) return false;
 
   dnnl::stream& s = stream();
-  const int64_t wn = p.transpose ? p.C * (p.M / p.G) * p.k_size() : p.M * (p.C / p.G) * p.k_size();
-  const uint64_t fp = fingerprint(w, wn);
-  if (!weights_constant || e->w_ptr != w || e->w_fp != fp) {
+  if (!weights_constant) {
+    if (!w) return false;
+    if (!e->w || e->w_gen != 0) e->w = dnnl::memory(e->w_md, engine()), e->w_gen = 0;
     e->user_w.set_data_handle(const_cast<float*>(w));
-    e->w_reorder.execute(s, e->user_w, e->w);
-    e->w_ptr = w;
-    e->w_fp = fp;
+    dnnl::reorder(e->user_w, e->w).execute(s, e->user_w, e->w);
+  } else {
+    if (w) {
+      const int64_t wn = p.transpose ? p.C * (p.M / p.G) * p.k_size() : p.M * (p.C / p.G) * p.k_size();
+      const uint64_t fp = fingerprint(w, wn);
+      if (!store_.mem || store_.src != w || store_.fp != fp) {
+        store_.mem = dnnl::memory(e->w_md, engine());
+        e->user_w.set_data_handle(const_cast<float*>(w));
+        dnnl::reorder(e->user_w, store_.mem).execute(s, e->user_w, store_.mem);
+        store_.src = w;
+        store_.fp = fp;
+        ++store_.gen;
+      }
+    } else if (!store_.mem) {
+      return false;
+    }
+    if (e->w_gen != store_.gen) {
+      if (store_.mem.get_desc() == e->w_md) {
+        e->w = store_.mem;  // shared, no copy
+      } else {
+        e->w = dnnl::memory(e->w_md, engine());
+        dnnl::reorder(store_.mem, e->w).execute(s, store_.mem, e->w);
+      }
+      e->w_gen = store_.gen;
+    }
   }
   if (e->reorder_src || e->reorder_dst) {
     uint8_t* buf = scratch(e->src_bytes + e->dst_bytes);
@@ -249,6 +277,14 @@ bool DnnlConv::run(const ConvParams& p, const float* x, const float* w, const fl
   s.wait();
   if (own_post) apply_post_ops_ref(post, y, y_numel, sum);
   last_layout_ = e->layout;
+  return true;
+}
+
+bool DnnlConv::unpack_weights(const ConvParams& p, float* dst) const {
+  if (!store_.mem) return false;
+  dnnl::memory plain(onnx_weights_md(p), engine(), dst);
+  dnnl::reorder(store_.mem, plain).execute(stream(), const_cast<dnnl::memory&>(store_.mem), plain);
+  stream().wait();
   return true;
 }
 

@@ -9,6 +9,7 @@
 
 #include "backends/cpu/conv_params.h"
 #include "backends/cpu/conv_postops.h"
+#include "backends/cpu/dnnl_common.h"
 
 namespace kiln::cpu {
 
@@ -31,8 +32,17 @@ class DnnlConv {
   // src_cl / dst_cl: x / y are stored channels-last (nwc/nhwc/ndhwc) instead of plain. `post` is applied in order
   // on the result (bias included); with a Sum entry, `sum` is the summand in y's layout (it may be y itself when y
   // already holds it, except that then the caller must not rely on it: pass a separate buffer).
+  // With weights_constant, w may be nullptr once holds_weights() is true (the original was freed): the kept copy
+  // serves every later call, reordered to whatever layout a new problem needs.
   bool run(const ConvParams& p, const float* x, const float* w, const float* b, float* y, bool weights_constant,
            bool src_cl = false, bool dst_cl = false, const std::vector<PostOp>& post = {}, const float* sum = nullptr);
+
+  // True when a constant W has been copied into oneDNN's layout: from then on run() and unpack_weights() need no
+  // original.
+  bool holds_weights() const { return static_cast<bool>(store_.mem); }
+  // Writes the kept weights back in ONNX's layout for p's geometry (for the reference kernel). False when none are
+  // kept.
+  bool unpack_weights(const ConvParams& p, float* dst) const;
 
   // The layout used for the last successful run (Plain or Blocked), for tests and reports.
   ConvLayout last_layout() const { return last_layout_; }
@@ -45,6 +55,13 @@ class DnnlConv {
   ConvLayout layout_;
   ConvLayout last_layout_ = ConvLayout::Auto;
   std::list<std::unique_ptr<Entry>> entries_;  // most recently used first
+  // One copy of a constant W in the layout the first primitive chose; entries needing that layout share it, others
+  // keep a reorder of it. `gen` changes whenever it is remade from a (new) original.
+  struct WeightStore {
+    dnnl::memory mem;
+    const float* src = nullptr;
+    uint64_t fp = 0, gen = 0;
+  } store_;
 };
 
 }  // namespace kiln::cpu

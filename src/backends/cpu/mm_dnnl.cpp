@@ -60,9 +60,9 @@ struct MatmulCache::Entry {
   dnnl::matmul prim;
   memory src, wei, dst, bias;
   bool reorder_wei = false;        // weights kept in a oneDNN-chosen layout
-  memory::desc wei_plain;
-  memory wei_reordered;
-  const float* wei_from = nullptr;  // the constant buffer wei_reordered was made from
+  memory::desc wei_plain, wei_desc;  // B as given; B as the primitive wants it
+  memory wei_kept;                 // constant B in wei_desc (shared with the store when the layouts agree)
+  uint64_t wei_gen = 0;            // store generation wei_kept was made from (0: none)
 };
 
 MatmulCache::MatmulCache() = default;
@@ -123,9 +123,9 @@ bool MatmulCache::run(const MatmulCall& c0) {
       ne->dst = memory(y_md, cpu::engine(), nullptr);
       if (c.bias) ne->bias = memory(bias_md, cpu::engine(), nullptr);
       ne->wei_plain = b_md;
-      ne->reorder_wei = pd.weights_desc() != b_md;
-      if (ne->reorder_wei) ne->wei_reordered = memory(pd.weights_desc(), cpu::engine());
-      else ne->wei = memory(b_md, cpu::engine(), nullptr);
+      ne->wei_desc = pd.weights_desc();
+      ne->reorder_wei = ne->wei_desc != b_md;
+      ne->wei = memory(b_md, cpu::engine(), nullptr);
       ne->ok = true;
     } catch (const dnnl::error&) {
       ne->ok = false;
@@ -137,13 +137,37 @@ bool MatmulCache::run(const MatmulCall& c0) {
   e->src.set_data_handle(const_cast<float*>(c.a));
   e->dst.set_data_handle(c.y);
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, e->src}, {DNNL_ARG_DST, e->dst}};
-  if (e->reorder_wei) {
-    if (e->wei_from != c.b) {
+  if (c.b_const && (e->reorder_wei || !c.b)) {
+    // A constant B lives in the store, in the layout of the first primitive that reordered it.
+    if (c.b && (!store_.mem || store_.src != c.b)) {
       memory plain(e->wei_plain, cpu::engine(), const_cast<float*>(c.b));
-      dnnl::reorder(plain, e->wei_reordered).execute(s, plain, e->wei_reordered);
-      e->wei_from = c.b;
+      store_.mem = memory(e->wei_desc, cpu::engine());
+      dnnl::reorder(plain, store_.mem).execute(s, plain, store_.mem);
+      store_.src = c.b;
+      ++store_.gen;
     }
-    args[DNNL_ARG_WEIGHTS] = e->wei_reordered;
+    if (!store_.mem) return false;
+    if (e->wei_gen != store_.gen) {
+      if (store_.mem.get_desc() == e->wei_desc) {
+        e->wei_kept = store_.mem;
+      } else {
+        // Another layout (or plain, for a freed original): a reorder of the kept copy, seen as logical [K, N].
+        const memory::desc& want = e->wei_desc;
+        e->wei_kept = memory(want, cpu::engine());
+        const Shape kn{c.bs[c.bs.size() - 2], c.bs.back()};
+        memory src2(store_.mem.get_desc(), cpu::engine(), store_.mem.get_data_handle());
+        memory dst2(want.dims().size() == 2 ? want : memory::desc(cpu::to_dims(kn), dt::f32, strides_for(kn, c.trans_b)),
+                    cpu::engine(), e->wei_kept.get_data_handle());
+        dnnl::reorder(src2, dst2).execute(s, src2, dst2);
+      }
+      e->wei_gen = store_.gen;
+    }
+    args[DNNL_ARG_WEIGHTS] = e->wei_kept;
+  } else if (e->reorder_wei) {
+    memory plain(e->wei_plain, cpu::engine(), const_cast<float*>(c.b));
+    if (!e->wei_kept) e->wei_kept = memory(e->wei_desc, cpu::engine());
+    dnnl::reorder(plain, e->wei_kept).execute(s, plain, e->wei_kept);
+    args[DNNL_ARG_WEIGHTS] = e->wei_kept;
   } else {
     e->wei.set_data_handle(const_cast<float*>(c.b));
     args[DNNL_ARG_WEIGHTS] = e->wei;
@@ -154,6 +178,16 @@ bool MatmulCache::run(const MatmulCall& c0) {
   }
   e->prim.execute(s, args);
   s.wait();
+  return true;
+}
+
+bool MatmulCache::unpack_b(int64_t K, int64_t N, bool trans_b, float* dst) const {
+  if (!store_.mem) return false;
+  const Shape kn{K, N};
+  memory plain(memory::desc(cpu::to_dims(kn), dt::f32, strides_for(kn, trans_b)), cpu::engine(), dst);
+  memory src(store_.mem.get_desc(), cpu::engine(), store_.mem.get_data_handle());
+  dnnl::reorder(src, plain).execute(cpu::stream(), src, plain);
+  cpu::stream().wait();
   return true;
 }
 

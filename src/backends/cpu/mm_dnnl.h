@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "backends/cpu/conv_postops.h"
+#include "backends/cpu/dnnl_common.h"
 #include "backends/cpu/mm_ref.h"
 
 namespace kiln::mm {
@@ -14,7 +15,7 @@ struct MatmulCall {
   const float* a = nullptr;
   Shape as;                 // logical dims of op(a): [batch..., M, K]
   bool trans_a = false;     // a is stored as [batch..., K, M]
-  const float* b = nullptr;
+  const float* b = nullptr;  // may be nullptr for a b_const whose original was freed (MatmulCache::holds_weights)
   Shape bs;                 // logical dims of op(b): [batch..., K, N] (same rank as as)
   bool trans_b = false;     // b is stored as [batch..., N, K]
   bool b_const = false;     // b never changes (initializer): its layout may be reordered once and cached
@@ -36,11 +37,15 @@ class ConstWeights {
     held_.push_back(w);
     if (held_.size() > 8) held_.erase(held_.begin());
   }
+  // A tensor whose storage the plan freed (raw() == nullptr) is always one of these constants.
   bool contains(const Tensor& b) const {
+    if (b.raw() == nullptr) return true;
     for (auto& w : held_)
       if (w.raw() == b.raw() && w.shape() == b.shape() && w.dtype() == b.dtype()) return true;
     return false;
   }
+  bool empty() const { return held_.empty(); }
+  void clear() { held_.clear(); }
 
  private:
   std::vector<Tensor> held_;
@@ -52,10 +57,20 @@ class MatmulCache {
   ~MatmulCache();
   // Runs the product with oneDNN; false when oneDNN cannot express it (the caller falls back).
   bool run(const MatmulCall& c);
+  // True once a constant B has been copied into a oneDNN-chosen layout: later calls need no original.
+  bool holds_weights() const { return static_cast<bool>(store_.mem); }
+  // Writes the kept B back as logical [K, N] (stored [N, K] when trans_b). False when none is kept.
+  bool unpack_b(int64_t K, int64_t N, bool trans_b, float* dst) const;
 
  private:
   struct Entry;
   std::vector<std::unique_ptr<Entry>> entries_;   // most recently used first
+  // One copy of a constant B in the layout the first primitive chose, shared by the entries that want that layout.
+  struct WeightStore {
+    dnnl::memory mem;
+    const float* src = nullptr;
+    uint64_t gen = 0;
+  } store_;
 };
 
 class PoolCache {
