@@ -62,12 +62,17 @@ std::string shape_str(const Shape& s) {
 // lists -- glibc raises its mmap threshold after the first large free -- and still count as resident.
 constexpr size_t kMapBytes = 256 * 1024;
 
-static std::shared_ptr<void> allocate(size_t bytes) {
+// From 2 MiB on, transparent huge pages are asked for: 512x fewer page faults when the buffer is first written (a
+// large part of load time) and fewer TLB misses in the kernels that stream through it.
+constexpr size_t kHugeBytes = 2 * 1024 * 1024;
+
+std::shared_ptr<void> allocate_buffer(size_t bytes) {
   size_t n = (bytes + 63) / 64 * 64;
   if (n == 0) n = 64;
   if (n >= kMapBytes) {
     void* m = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) throw Error(ErrorCode::RuntimeError, "out of memory allocating " + std::to_string(bytes) + " bytes");
+    if (n >= kHugeBytes) ::madvise(m, n, MADV_HUGEPAGE);  // advice only: ignored where THP is off
     return std::shared_ptr<void>(m, [n](void* q) { ::munmap(q, n); });
   }
   void* p = std::aligned_alloc(64, n);
@@ -82,7 +87,7 @@ Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape
   if (!dtype_supported(dtype_))
     throw Error(ErrorCode::Unsupported, std::string("tensors of type ") + dtype_name(dtype_) + " are not supported");
   numel_ = shape_numel(shape_);
-  storage_ = allocate(nbytes());
+  storage_ = allocate_buffer(nbytes());
   data_ = storage_.get();
 }
 

@@ -364,9 +364,11 @@ void Plan::plan_memory(ShapePlan& sp) const {
   }
   sp.arena_bytes = total;
   if (total) {
-    void* p = std::aligned_alloc(64, total);
-    if (!p) throw Error(ErrorCode::RuntimeError, "out of memory allocating a " + std::to_string(total) + "-byte arena");
-    sp.arena = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+    try {
+      sp.arena = allocate_buffer(total);
+    } catch (const Error&) {
+      throw Error(ErrorCode::RuntimeError, "out of memory allocating a " + std::to_string(total) + "-byte arena");
+    }
   }
 }
 
