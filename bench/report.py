@@ -254,6 +254,12 @@ def main():
                    f"{peak.get('trials')} trials): {describe_isa(peak, 'avx2')}; "
                    f"{describe_isa(peak, 'avx512')}. Roofline peak: **{peak_isa}"
                    + (f", {peak_gflops:.1f} GFLOP/s**" if peak_gflops else "** (not available)"))
+        one = (peak.get(peak_isa) or {}).get("gflops_1_thread")
+        threads = peak.get("threads") or 1
+        if peak_gflops and is_num(one) and threads > 1 and peak_gflops < 0.9 * threads * one:
+            out.append(f"- **Warning**: the {threads}-thread {peak_isa} peak is below 90% of {threads}× "
+                       "the 1-thread peak: the CPUs were probably busy while it was measured, which "
+                       "overstates the roofline fractions below.")
     else:
         out.append(f"- FMA peak: {peak_missing}")
     out += [
@@ -399,8 +405,8 @@ def main():
         ratio_strict = (ks / o["startup_excl_boot_ms"]
                         if ks and o and o.get("startup_excl_boot_ms") else None)
         mark = "n/a" if ratio_strict is None else ("✅" if ratio_strict <= STARTUP_TARGET else "❌")
-        kiln_parts = (f"{k['load_ms']:.1f} + {k['first_run_ms']:.1f}"
-                      if k and k.get("first_run_ms") is not None else "n/a")
+        kiln_parts = ("error" if k is None else f"{k['load_ms']:.1f} + {k['first_run_ms']:.1f}"
+                      if k.get("first_run_ms") is not None else "n/a")
         out.append(
             f"| {name} | {cell(k, 'startup_ms')} | {kiln_parts} | {cell(o, 'startup_ms')} | "
             f"{cell(o, 'boot_ms')} | {cell(o, 'startup_excl_boot_ms')} | {cell(t, 'startup_ms')} | "
@@ -439,6 +445,11 @@ def main():
 
     # ---- per-model tables
     for name, meta, s, errors in rows:
+        if not s:
+            out += [f"## {name}", "", f"{meta['kind']}, input `{meta['input_name']}` "
+                    f"{'x'.join(map(str, meta['input_shape']))}: not run at batch sizes "
+                    f"{args.batches} (other batch sizes apply to 2D image models only).", ""]
+            continue
         ratios = ", ".join(f"batch {b}: {fmt(latency_ratio(s[b]['ort'], s[b]['kiln']), 2)}"
                            for b in sorted(s))
         runs = ", ".join(
