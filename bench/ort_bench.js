@@ -5,9 +5,29 @@
 // Every graph input gets a random float32 tensor. Without --shape, an input's
 // shape comes from the model, with symbolic (dynamic) dims set to 1.
 // --json prints one object: median_ms, p90_ms, load_ms, peak_rss_mb (+ extras).
+// Start-up, as in `kiln bench`: when KILN_BENCH_SPAWN_NS holds the CLOCK_REALTIME time (ns since the
+// epoch) at which the caller spawned this process, the JSON adds boot_ms (spawn -> this script's
+// first line: Node.js itself starting), first_output_ms_since_spawn (spawn -> first inference output
+// ready: Node start, loading the onnxruntime addon, session creation with graph optimisation, input
+// generation, first run), input_gen_ms and startup_ms = first_output_ms_since_spawn - input_gen_ms.
 'use strict';
+// Wall-clock now in ms since the epoch with sub-ms resolution (timeOrigin is the realtime stamp
+// of the process start, performance.now() the monotonic time since then).
+const realtimeMs = () => performance.timeOrigin + performance.now();
+const entryMs = realtimeMs();  // before anything else is loaded
 const path = require('path');
 const ort = require(path.join(__dirname, 'node_modules', 'onnxruntime-node'));
+
+// KILN_BENCH_SPAWN_NS as ms since the epoch, or null when unset or malformed.
+function spawnMs() {
+  const v = process.env.KILN_BENCH_SPAWN_NS;
+  if (!v) return null;
+  if (!/^[0-9]+$/.test(v)) {
+    console.error(`warning: ignoring KILN_BENCH_SPAWN_NS='${v}' (expected ns since the epoch)`);
+    return null;
+  }
+  return Number(BigInt(v) / 1000n) / 1000;  // whole microseconds, exact in a double
+}
 
 function usage(msg) {
   if (msg) console.error(`error: ${msg}`);
@@ -91,6 +111,7 @@ async function main() {
   for (const name of Object.keys(opts.shapes)) {
     if (!session.inputNames.includes(name)) usage(`model has no input named '${name}'`);
   }
+  const genStart = process.hrtime.bigint();
   const normal = makeNormal(0);
   const feeds = {};
   const shapes = {};
@@ -101,8 +122,14 @@ async function main() {
     feeds[name] = new ort.Tensor('float32', data, dims);
     shapes[name] = dims.join('x');
   }
+  const inputGenMs = msSince(genStart);
 
-  for (let i = 0; i < opts.warmup; i++) await session.run(feeds);
+  // The first run counts as the first warm-up run (as in `kiln bench`).
+  t0 = process.hrtime.bigint();
+  await session.run(feeds);
+  const firstRunMs = msSince(t0);
+  const firstOutputMs = realtimeMs();
+  for (let i = 1; i < opts.warmup; i++) await session.run(feeds);
   const times = [];
   for (let i = 0; i < opts.runs; i++) {
     t0 = process.hrtime.bigint();
@@ -123,8 +150,16 @@ async function main() {
     min_ms: times[0],
     mean_ms: times.reduce((a, b) => a + b, 0) / times.length,
     load_ms: loadMs,
+    first_run_ms: firstRunMs,
+    input_gen_ms: inputGenMs,
     peak_rss_mb: process.resourceUsage().maxRSS / 1024, // maxRSS is in KiB
   };
+  const spawn = spawnMs();
+  if (spawn !== null) {
+    result.boot_ms = entryMs - spawn;
+    result.first_output_ms_since_spawn = firstOutputMs - spawn;
+    result.startup_ms = result.first_output_ms_since_spawn - inputGenMs;
+  }
   if (opts.json) {
     console.log(JSON.stringify(result));
   } else {

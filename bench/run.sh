@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Side-by-side CPU benchmark: kiln vs ONNX Runtime (onnxruntime-node) vs PyTorch.
 #
-#   bench/run.sh [--models fast|all|a,b] [--threads N] [--rounds R] [--runs N]
-#                [--warmup N] [--kiln PATH] [--timeout S] [--out FILE]
+#   bench/run.sh [--models fast|all|a,b] [--batches 1,8] [--threads N] [--rounds R]
+#                [--runs N] [--warmup N] [--kiln PATH] [--timeout S] [--out FILE]
 #
 # Installs ORT (bench/setup.sh), exports the models into build/zoo (skipping ones
-# already there), then for every model runs the three engines round-robin, each run
-# in a fresh process, with the same thread count and input shape. Raw JSON goes to
-# build/bench/<timestamp>/, the summary (medians across rounds) to bench/RESULTS.md.
+# already there), measures the machine's FMA peak (bench/peak/fma_peak.cpp, built
+# with g++ -fopenmp), then for every model and batch size runs the three engines
+# round-robin, each run in a fresh process, with the same thread count and input
+# shape. Batch sizes other than 1 apply to the 2D image models (input rank 4 with a
+# dynamic batch axis); the others run at their batch-1 shape only. Every process
+# gets KILN_BENCH_SPAWN_NS (wall clock just before the spawn) and reports its
+# start-up (spawn -> first output). Raw JSON goes to build/bench/<timestamp>/, the
+# summary (medians across rounds) to bench/RESULTS.md.
 # A missing or failing engine is recorded as "error" and the run goes on.
 # Run it on an otherwise idle machine: the load average is recorded in the report.
 # On a busy machine, OMP_WAIT_POLICY=PASSIVE (passed to every engine) avoids
@@ -17,12 +22,13 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=/usr/bin/python3
 
-models=fast threads=2 rounds=3 runs=10 warmup=3 kiln=$ROOT/build/kiln timeout_s=900
+models=fast batches=1,8 threads=2 rounds=3 runs=10 warmup=3 kiln=$ROOT/build/kiln timeout_s=900
 out=$ROOT/bench/RESULTS.md
 command_line="bench/run.sh $*"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --models) models=$2; shift 2 ;;
+    --batches) batches=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
@@ -30,10 +36,14 @@ while [[ $# -gt 0 ]]; do
     --kiln) kiln=$(realpath -m "$2"); shift 2 ;;
     --timeout) timeout_s=$2; shift 2 ;;
     --out) out=$(realpath -m "$2"); shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
 done
+if [[ ! "$batches" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]]; then
+  echo "--batches: expected a comma-separated list of positive integers, got '$batches'" >&2; exit 2
+fi
+batch_list=${batches//,/ }
 cd "$ROOT"
 
 bench/setup.sh || { echo "bench/setup.sh failed" >&2; exit 1; }
@@ -50,7 +60,22 @@ if awk -v n="$(nproc)" '{ exit !($1 > n / 2) }' /proc/loadavg; then
   echo "warning: load average $load_start on $(nproc) CPUs; timings will be noisy" >&2
 fi
 
+# FMA peak of this machine (the roofline's compute ceiling), measured while it is otherwise idle.
+peak_bin=build/bench/fma_peak
+mkdir -p build/bench
+if [[ ! -x "$peak_bin" || bench/peak/fma_peak.cpp -nt "$peak_bin" ]]; then
+  g++ -O2 -fopenmp -o "$peak_bin" bench/peak/fma_peak.cpp 2> "$raw/peak.stderr" \
+    || echo "warning: building bench/peak/fma_peak.cpp failed; no roofline peak" >&2
+fi
+if [[ -x "$peak_bin" ]]; then
+  echo "measuring the FMA peak ($threads threads)"
+  "$peak_bin" --threads "$threads" > "$raw/peak.json" 2>> "$raw/peak.stderr" \
+    || echo "warning: $peak_bin failed; no roofline peak" >&2
+fi
+
 # Runs one engine once: stdout to $dest.json, stderr to $dest.stderr, exit status to $dest.rc.
+# KILN_BENCH_SPAWN_NS is stamped right before the spawn; every engine reports its first output
+# relative to it (start-up), so the measurement is the same for all three.
 run_engine() {
   local engine=$1 model=$2 shape=$3 dest=$4 model_runs=$5 model_warmup=$6
   local args=("$model" --shape "$shape" --threads "$threads" --runs "$model_runs"
@@ -66,7 +91,13 @@ run_engine() {
     ort) cmd=(node bench/ort_bench.js "${args[@]}") ;;
     torch) cmd=("$PY" bench/torch_bench.py "${args[@]}") ;;
   esac
-  timeout "$timeout_s" "${cmd[@]}" > "$dest.json" 2> "$dest.stderr"
+  local spawn_ns  # wall clock in ns; EPOCHREALTIME (bash 5) has 6 decimals and needs no fork
+  if [[ -n "${EPOCHREALTIME:-}" ]]; then
+    spawn_ns=${EPOCHREALTIME//[!0-9]/}000
+  else
+    spawn_ns=$(date +%s%N)
+  fi
+  KILN_BENCH_SPAWN_NS=$spawn_ns timeout "$timeout_s" "${cmd[@]}" > "$dest.json" 2> "$dest.stderr"
   echo $? > "$dest.rc"
 }
 
@@ -76,21 +107,32 @@ for name in $names; do
   if [[ ! -f "$meta" ]]; then
     echo "$name: not exported, skipping" >&2; continue
   fi
-  read -r shape flops < <($PY -c 'import json, sys; m = json.load(open(sys.argv[1]))
-print(m["input_name"] + "=" + "x".join(map(str, m["input_shape"])), m.get("flops_estimate", 0))' "$meta")
-  # Heavy models get fewer runs: assume ~20 GFLOP/s and aim at <= 20 s per process.
-  est_ms=$(( flops / 20000000 + 1 ))
-  model_runs=$(( 20000 / est_ms )); model_warmup=$warmup
-  (( model_runs > runs )) && model_runs=$runs
-  (( model_runs < 3 )) && model_runs=3
-  (( est_ms > 1000 )) && model_warmup=1
-  for (( r = 0; r < rounds; r++ )); do
-    for (( i = 0; i < ${#engines[@]}; i++ )); do
-      # rotate the starting engine each round so none always runs first
-      engine=${engines[$(( (i + r) % ${#engines[@]} ))]}
-      echo "[$name] round $(( r + 1 ))/$rounds: $engine ($shape, $model_runs runs)"
-      run_engine "$engine" "build/zoo/$name/model.onnx" "$shape" \
-        "$raw/$name.$engine.$r" "$model_runs" "$model_warmup"
+  # input name, the shape after the batch axis, its batch, FLOPs at that batch, and whether
+  # other batch sizes apply (2D image model: rank 4 with a dynamic batch axis)
+  read -r input rest native flops batchable < <($PY -c 'import json, sys; m = json.load(open(sys.argv[1]))
+s = m["input_shape"]
+print(m["input_name"], "x".join(map(str, s[1:])), s[0], m.get("flops_estimate", 0),
+      int(len(s) == 4 and bool(m.get("dynamic_batch"))))' "$meta")
+  for batch in $batch_list; do
+    if (( batch != native && ! batchable )); then
+      echo "[$name] batch $batch skipped (not a 2D image model with a dynamic batch axis)"
+      continue
+    fi
+    shape="$input=${batch}x$rest"
+    # Heavy runs get fewer iterations: assume ~20 GFLOP/s and aim at <= 20 s per process.
+    est_ms=$(( flops / native * batch / 20000000 + 1 ))
+    model_runs=$(( 20000 / est_ms )); model_warmup=$warmup
+    (( model_runs > runs )) && model_runs=$runs
+    (( model_runs < 3 )) && model_runs=3
+    (( est_ms > 1000 )) && model_warmup=1
+    for (( r = 0; r < rounds; r++ )); do
+      for (( i = 0; i < ${#engines[@]}; i++ )); do
+        # rotate the starting engine each round so none always runs first
+        engine=${engines[$(( (i + r) % ${#engines[@]} ))]}
+        echo "[$name] batch $batch, round $(( r + 1 ))/$rounds: $engine ($shape, $model_runs runs)"
+        run_engine "$engine" "build/zoo/$name/model.onnx" "$shape" \
+          "$raw/$name.b$batch.$engine.$r" "$model_runs" "$model_warmup"
+      done
     done
   done
 done
@@ -99,4 +141,5 @@ kiln_version=$( [[ -x "$kiln" ]] && "$kiln" --version 2>/dev/null | head -n 1 )
 $PY bench/report.py "$raw" --zoo build/zoo --out "$out" --models "$names" \
   --command "$command_line" --date "$date" --load-start "$load_start" \
   --kiln "$kiln ${kiln_version:-(version unknown)}" \
-  --threads "$threads" --rounds "$rounds" --runs "$runs" --warmup "$warmup"
+  --threads "$threads" --rounds "$rounds" --runs "$runs" --warmup "$warmup" \
+  --batches "$batches" --peak "$raw/peak.json"

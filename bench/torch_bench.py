@@ -10,16 +10,25 @@ python/export_zoo.py's constructors (seed 0) and the BatchNorm statistics saved 
 that export, so it computes the same function as model.onnx.
 load_ms is the time to construct the module and load those statistics (no file
 parsing, so it is not comparable with the ONNX engines' load times).
+
+Start-up, as in `kiln bench`: when KILN_BENCH_SPAWN_NS holds the CLOCK_REALTIME time (ns since the
+epoch) at which the caller spawned this process, the JSON adds boot_ms (spawn -> this script's first
+statement: the Python interpreter starting), first_output_ms_since_spawn (spawn -> first inference
+output ready: interpreter start, importing torch and torchvision, building the module, input
+generation, first run), input_gen_ms and startup_ms = first_output_ms_since_spawn - input_gen_ms.
 """
-import argparse
-import json
-import os
-import resource
-import sys
 import time
 
-import numpy as np
-import torch
+ENTRY_NS = time.time_ns()  # before the heavy imports
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 import export_zoo  # noqa: E402
@@ -34,6 +43,18 @@ def parse_shape(spec):
     if not name or not shape or min(shape) <= 0:
         raise argparse.ArgumentTypeError(f"bad --shape {spec!r}, expected name=AxBxC")
     return name, shape
+
+
+def spawn_ns():
+    """KILN_BENCH_SPAWN_NS, or None when unset or malformed."""
+    value = os.environ.get("KILN_BENCH_SPAWN_NS", "")
+    if not value:
+        return None
+    if not value.isdigit():
+        print(f"warning: ignoring KILN_BENCH_SPAWN_NS={value!r} (expected ns since the epoch)",
+              file=sys.stderr)
+        return None
+    return int(value)
 
 
 def main():
@@ -62,10 +83,17 @@ def main():
     model = export_zoo.build_model(meta["name"], os.path.join(folder, "bn_stats.pt"))
     load_ms = (time.perf_counter() - start) * 1e3
 
+    start = time.perf_counter()
     x = torch.from_numpy(np.random.default_rng(0).standard_normal(shape, dtype=np.float32))
+    input_gen_ms = (time.perf_counter() - start) * 1e3
     times = []
     with torch.no_grad():
-        for _ in range(args.warmup):
+        # The first run counts as the first warm-up run (as in `kiln bench`).
+        start = time.perf_counter()
+        model(x)
+        first_run_ms = (time.perf_counter() - start) * 1e3
+        first_output_ns = time.time_ns()
+        for _ in range(1, args.warmup):
             model(x)
         for _ in range(args.runs):
             start = time.perf_counter()
@@ -84,8 +112,15 @@ def main():
         "min_ms": min(times),
         "mean_ms": float(np.mean(times)),
         "load_ms": load_ms,
+        "first_run_ms": first_run_ms,
+        "input_gen_ms": input_gen_ms,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB
     }
+    spawn = spawn_ns()
+    if spawn is not None:
+        result["boot_ms"] = (ENTRY_NS - spawn) / 1e6
+        result["first_output_ms_since_spawn"] = (first_output_ns - spawn) / 1e6
+        result["startup_ms"] = result["first_output_ms_since_spawn"] - input_gen_ms
     if args.json:
         print(json.dumps(result))
     else:
