@@ -79,9 +79,11 @@ int segment_command(const SegmentOptions& o) {
 
   std::printf("kiln segment: model %s (%s), %zu fold(s) [", cfg.folder.c_str(), cfg.configuration.c_str(), cfg.folds.size());
   for (size_t i = 0; i < cfg.folds.size(); ++i) std::printf("%s%d", i ? " " : "", cfg.folds[i]);
-  std::printf("], patch (%lld, %lld, %lld), mirroring %s, step %.2f, %zu case(s), loaded in %s\n",
-              (long long)cfg.patch_size[0], (long long)cfg.patch_size[1], (long long)cfg.patch_size[2],
-              (po.mirroring && !cfg.mirror_axes.empty()) ? "on" : "off", po.step_size, cases.size(), fmt_s(load_ms).c_str());
+  std::string patch;
+  for (size_t i = 0; i < cfg.patch_size.size(); ++i) patch += (i ? ", " : "") + std::to_string(cfg.patch_size[i]);
+  std::printf("], patch (%s)%s, mirroring %s, step %.2f, %zu case(s), loaded in %s\n", patch.c_str(),
+              cfg.is_2d ? " per slice" : "", (po.mirroring && !cfg.mirror_axes.empty()) ? "on" : "off", po.step_size,
+              cases.size(), fmt_s(load_ms).c_str());
   std::fflush(stdout);
 
   bool preview_done = false;
@@ -89,7 +91,7 @@ int segment_command(const SegmentOptions& o) {
   auto on_case = [&](const seg::CaseResult& r) {
     ++case_index;
     if (!o.preview.empty() && !preview_done) {
-      seg::NiftiImage first = seg::read_nifti(cases[case_index - 1].channels[0]);
+      seg::NiftiImage first = seg::read_nifti(cases[case_index - 1].channels[0], /*allow_2d=*/true);
       seg::write_preview_png(o.preview, first.data, r.segmentation, first.spacing);
       preview_done = true;
     }
@@ -99,7 +101,7 @@ int segment_command(const SegmentOptions& o) {
         dice_lines.push_back(r.id + ": no ground truth '" + gt + "'");
         return;
       }
-      seg::NiftiImage g = seg::read_nifti(gt);
+      seg::NiftiImage g = seg::read_nifti(gt, /*allow_2d=*/true);
       std::string line = r.id + ":";
       double sum = 0;
       int n = 0;

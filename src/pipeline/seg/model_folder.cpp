@@ -276,7 +276,7 @@ ModelConfig load_model_folder(const std::string& folder_str, const std::vector<i
               "nnUNetPredictor.initialize_from_trained_model_folder does and call torch.onnx.export(network, "
               "dummy_input_of_patch_size, 'fold_" + std::to_string(f) + "/model.onnx', input_names=['input'], "
               "output_names=['logits'], dynamic_axes={'input': {0: 'n', 2: 'x', 3: 'y', 4: 'z'}, 'logits': {0: 'n', 2: 'x', 3: 'y', 4: 'z'}}, "
-              "opset_version=17)");
+              "opset_version=17) (for a 2d configuration the input is (n, channels, x, y): dynamic axes {0: 'n', 2: 'x', 3: 'y'})");
     m.onnx_paths.push_back(onnx.string());
   }
 

@@ -143,7 +143,7 @@ void quat_to_mat(double w, double x, double y, double z, double R[3][3]) {
 
 }  // namespace
 
-NiftiImage read_nifti(const std::string& path) {
+NiftiImage read_nifti(const std::string& path, bool allow_2d) {
   GzReader in(path);
   unsigned char hdr[540];
   size_t got = in.read(hdr, 348);
@@ -215,7 +215,9 @@ NiftiImage read_nifti(const std::string& path) {
 
   const int64_t ndim = dim[0];
   if (ndim < 1 || ndim > 7) bad(path, "dim[0] = " + std::to_string(ndim) + " is not in 1..7");
-  if (ndim < 3) bad(path, "is a " + std::to_string(ndim) + "-D image; only 3-D images are supported");
+  if (ndim < 3 && !(ndim == 2 && allow_2d))
+    bad(path, "is a " + std::to_string(ndim) + "-D image; only 3-D images are supported" +
+                  std::string(ndim == 2 ? " here (2-D images are read for models whose plans use SimpleITKIO)" : ""));
   for (int d = 1; d <= ndim; ++d)
     if (dim[d] < 1) bad(path, "dim[" + std::to_string(d) + "] = " + std::to_string(dim[d]) + " is not positive");
   for (int d = 4; d <= ndim; ++d)
@@ -226,6 +228,10 @@ NiftiImage read_nifti(const std::string& path) {
   if (bytes == 0 || datatype == 1280)
     bad(path, "unsupported datatype " + std::to_string(datatype) + " (" + dtype_label(datatype) +
                   "); supported: uint8, int8, int16, uint16, int32, uint32, int64, float32, float64");
+  if (ndim == 2) {  // one slice: the unused third axis has length 1 whatever the header holds there
+    dim[3] = 1;
+    if (!std::isfinite(pixdim[3])) pixdim[3] = 1.0;
+  }
   const int64_t ni = dim[1], nj = dim[2], nk = dim[3];
   const int64_t kMaxVoxels = int64_t(1) << 36;
   if (ni > kMaxVoxels || nj > kMaxVoxels / ni || nk > kMaxVoxels / (ni * nj))  // no overflow: each step is bounded
@@ -261,6 +267,7 @@ NiftiImage read_nifti(const std::string& path) {
   NiftiImage img;
   img.path = path;
   img.stored_datatype = datatype;
+  img.spatial_dims = ndim == 2 ? 2 : 3;
   img.header.assign(reinterpret_cast<const char*>(hdr), hsize);
   img.spacing = {pixdim[3], pixdim[2], pixdim[1]};
   auto& A = img.affine;
@@ -405,10 +412,10 @@ void mat_to_quat(const double R[3][3], double q[4]) {
 }
 
 // The 352 bytes nibabel writes for Nifti1Image(array, affine) (header + empty extension flag).
-std::string make_header(const Tensor& t, int datatype, int bitpix, const std::array<double, 16>& A) {
+std::string make_header(const Tensor& t, int datatype, int bitpix, const std::array<double, 16>& A, int spatial_dims = 3) {
   std::string h(352, '\0');
   put<int32_t>(h, 0, 348);
-  const int16_t dims[8] = {3, (int16_t)t.dim(2), (int16_t)t.dim(1), (int16_t)t.dim(0), 1, 1, 1, 1};
+  const int16_t dims[8] = {(int16_t)spatial_dims, (int16_t)t.dim(2), (int16_t)t.dim(1), (int16_t)t.dim(0), 1, 1, 1, 1};
   put_bytes(h, 40, dims, sizeof(dims));
   put<int16_t>(h, 70, (int16_t)datatype);
   put<int16_t>(h, 72, (int16_t)bitpix);
@@ -496,8 +503,15 @@ void check_volume(const std::string& path, const Tensor& t) {
 
 }  // namespace
 
-void write_nifti_labels(const std::string& path, const Tensor& labels, const std::array<double, 16>& affine) {
+void write_nifti_labels(const std::string& path, const Tensor& labels, const std::array<double, 16>& affine,
+                        int spatial_dims) {
   check_volume(path, labels);
+  if (spatial_dims != 2 && spatial_dims != 3)
+    seg_fail(ErrorCode::InvalidArgument, "cannot write NIfTI label map '" + path + "': spatial_dims must be 2 or 3, got " +
+                                             std::to_string(spatial_dims));
+  if (spatial_dims == 2 && labels.dim(0) != 1)
+    seg_fail(ErrorCode::InvalidArgument, "cannot write NIfTI label map '" + path + "' as a 2-D image: it has " +
+                                             std::to_string(labels.dim(0)) + " slices (k), expected 1");
   int datatype, bitpix;
   if (labels.dtype() == DType::UInt8) {
     datatype = 2, bitpix = 8;
@@ -507,7 +521,7 @@ void write_nifti_labels(const std::string& path, const Tensor& labels, const std
     seg_fail(ErrorCode::InvalidArgument, "cannot write NIfTI label map '" + path + "': expected uint8 or uint16, got " +
                                              dtype_name(labels.dtype()));
   }
-  write_atomic(path, make_header(labels, datatype, bitpix, affine), labels.raw(), labels.nbytes());
+  write_atomic(path, make_header(labels, datatype, bitpix, affine, spatial_dims), labels.raw(), labels.nbytes());
 }
 
 void write_nifti_float(const std::string& path, const Tensor& data, const std::array<double, 16>& affine) {

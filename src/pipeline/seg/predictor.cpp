@@ -69,12 +69,19 @@ std::string temp_name(const std::string& path) {
   return path + ".tmp" + std::to_string((long)::getpid());
 }
 
-Spacing target_spacing(const ModelConfig& cfg) {
-  if (cfg.spacing.size() != 3)
-    seg_fail(ErrorCode::Unsupported, "model folder '" + cfg.folder + "': only 3D configurations are supported, "
-                                     "configuration '" + cfg.configuration + "' has a " +
-                                         std::to_string(cfg.spacing.size()) + "-value spacing");
-  return {cfg.spacing[0], cfg.spacing[1], cfg.spacing[2]};
+// SimpleITKIO reads a 2-D image as one slice (npy[None, None]) whose slice spacing is 999 x the largest in-plane
+// spacing (segmentation-pipeline.md 2.1); `sp` in reader order (unused, sy, sx).
+double sitk_2d_slice_spacing(const Spacing& sp) { return 999.0 * std::max(sp[1], sp[2]); }
+
+// The spacing preprocessing resamples to (and export resamples from): the plans' spacing for a 3d configuration;
+// for a 2d configuration the original spacing of axis 0 (slices are never resampled across) followed by the plans'
+// two in-plane values (segmentation-pipeline.md 6, 12).
+Spacing target_spacing(const ModelConfig& cfg, const Spacing& original_network_order) {
+  if (cfg.spacing.size() == 2 && cfg.is_2d) return {original_network_order[0], cfg.spacing[0], cfg.spacing[1]};
+  if (cfg.spacing.size() == 3 && !cfg.is_2d) return {cfg.spacing[0], cfg.spacing[1], cfg.spacing[2]};
+  seg_fail(ErrorCode::InvalidModel, "model folder '" + cfg.folder + "': configuration '" + cfg.configuration + "' has a " +
+                                        std::to_string(cfg.spacing.size()) + "-value spacing and a " +
+                                        std::to_string(cfg.patch_size.size()) + "-value patch size");
 }
 
 }  // namespace
@@ -119,6 +126,7 @@ NiftiGeometry peek_nifti_geometry(const std::string& path) {
       g.shape[d] = dim[0] >= 3 - d ? dim[3 - d] : 1;
       g.spacing[d] = std::fabs((double)pd[3 - d]);
     }
+    g.spatial_dims = dim[0] == 2 ? 2 : 3;
   } else if ((sz == 540 || __builtin_bswap32(sz) == 540) && n >= 540) {
     sw = sz != 540;
     int64_t dim[8];
@@ -132,18 +140,24 @@ NiftiGeometry peek_nifti_geometry(const std::string& path) {
       g.shape[d] = dim[0] >= 3 - d ? dim[3 - d] : 1;
       g.spacing[d] = std::fabs(pd[3 - d]);
     }
+    g.spatial_dims = dim[0] == 2 ? 2 : 3;
   } else {
     bad_input("'" + path + "' is not a NIfTI file (sizeof_hdr is neither 348 nor 540)");
   }
   for (int d = 0; d < 3; ++d)
     if (g.shape[d] < 1) bad_input("'" + path + "': invalid dimension " + std::to_string(g.shape[d]) + " in the header");
+  if (g.spatial_dims == 2) g.spacing[0] = sitk_2d_slice_spacing(g.spacing);
   return g;
 }
 
 // ---------------------------------------------------------------------------------------------- reading
 
-CaseImage read_case(const CaseFiles& files) {
+CaseImage read_case(const CaseFiles& files, const std::string& image_reader_writer) {
   if (files.channels.empty()) bad_input("case '" + files.id + "' has no channel files");
+  if (image_reader_writer != "SimpleITKIO" && image_reader_writer != "NibabelIO")
+    seg_fail(ErrorCode::Unsupported, "case '" + files.id + "': image reader '" + image_reader_writer +
+                                         "' is not implemented (SimpleITKIO, NibabelIO)");
+  const bool sitk = image_reader_writer == "SimpleITKIO";
   CaseImage img;
   img.id = files.id;
   img.channel_paths = files.channels;
@@ -152,16 +166,22 @@ CaseImage read_case(const CaseFiles& files) {
   for (int64_t c = 0; c < C; ++c) {
     const std::string& path = files.channels[(size_t)c];
     if (!fs::exists(path)) bad_input("case '" + files.id + "': missing channel file '" + path + "'");
-    NiftiImage im = read_nifti(path);
+    NiftiImage im = read_nifti(path, sitk);  // NibabelIO takes 3-D files only (a 2-D one is refused, naming it)
     if (im.data.rank() != 3)
       bad_input("'" + path + "': expected a 3D image, got shape " + shape_str(im.data.shape()));
+    if (im.spatial_dims == 2) im.spacing[0] = sitk_2d_slice_spacing(im.spacing);
     const Shape3 sh{im.data.dim(0), im.data.dim(1), im.data.dim(2)};
     if (c == 0) {
       shape0 = sh;
+      img.spatial_dims = im.spatial_dims;
       img.spacing = im.spacing;
       img.affine = im.affine;
       img.data = Tensor(DType::Float32, {C, sh[0], sh[1], sh[2]});
     } else {
+      if (im.spatial_dims != img.spatial_dims)
+        bad_input("case '" + files.id + "': channel file '" + files.channels[0] + "' is a " +
+                  std::to_string(img.spatial_dims) + "-D image but '" + path + "' is " +
+                  std::to_string(im.spatial_dims) + "-D; all channels of a case must be on the same grid");
       if (sh != shape0)
         bad_input("case '" + files.id + "': channel files '" + files.channels[0] + "' and '" + path +
                   "' have different shapes " + shape3_str(shape0) + " and " + shape3_str(sh) +
@@ -212,12 +232,19 @@ uint64_t estimate_peak_bytes(const ModelConfig& cfg, int channels, const Shape3&
   for (int d = 0; d < 3; ++d) net_shape[d] = reader_shape[(size_t)cfg.transpose_forward[(size_t)d]];
   const Spacing net_sp = transpose_spacing(reader_spacing, cfg.transpose_forward);
   Shape3 P3 = net_shape;
-  if (cfg.spacing.size() == 3) P3 = compute_new_shape(net_shape, net_sp, {cfg.spacing[0], cfg.spacing[1], cfg.spacing[2]});
-  uint64_t P = 1, Pp = 1;  // resampled voxels (no crop assumed: an upper bound), padded to the patch
+  if (cfg.spacing.size() == 3) {
+    P3 = compute_new_shape(net_shape, net_sp, {cfg.spacing[0], cfg.spacing[1], cfg.spacing[2]});
+  } else if (cfg.spacing.size() == 2) {  // 2d: axis 0 keeps its length, the other two go to the plans' spacing
+    const Spacing src{1.0, net_sp[1], net_sp[2]};
+    P3 = compute_new_shape(net_shape, src, {1.0, cfg.spacing[0], cfg.spacing[1]});
+  }
+  // resampled voxels (no crop assumed: an upper bound), padded to the patch (a 2d patch pads axes 1 and 2)
+  const int poff = 3 - (int)std::min<size_t>(cfg.patch_size.size(), 3);
+  uint64_t P = 1, Pp = 1;
   for (int d = 0; d < 3; ++d) {
     const int64_t pd = std::max<int64_t>(P3[d], 1);
     P = sat_mul(P, (uint64_t)pd);
-    Pp = sat_mul(Pp, (uint64_t)std::max<int64_t>(pd, d < (int)cfg.patch_size.size() ? cfg.patch_size[(size_t)d] : 1));
+    Pp = sat_mul(Pp, (uint64_t)std::max<int64_t>(pd, d >= poff ? cfg.patch_size[(size_t)(d - poff)] : 1));
   }
   // A: reading + preprocessing: stacked channels, one channel as read, transposed copy, cropped copy, mask,
   //    resampled output, double scratch of one channel (input and output).
@@ -247,9 +274,8 @@ Predictor Predictor::load(const std::string& model_folder, const PredictorOption
   Predictor p;
   p.opt_ = options;
   p.cfg_ = load_model_folder(model_folder, options.folds, options.checkpoint);
-  target_spacing(p.cfg_);  // refuses 2D configurations
-  if (p.cfg_.patch_size.size() != 3)
-    seg_fail(ErrorCode::Unsupported, "model folder '" + model_folder + "': only 3D patches are supported");
+  target_spacing(p.cfg_, Spacing{1, 1, 1});  // checks that spacing and patch size agree (2d or 3d)
+  const size_t pdims = p.cfg_.patch_size.size();
   if (options.postprocess) {
     bool found = false;
     std::error_code ec;
@@ -274,20 +300,22 @@ Predictor Predictor::load(const std::string& model_folder, const PredictorOption
                "fold " + std::to_string(p.cfg_.folds[f]) + ": cannot load '" + p.cfg_.onnx_paths[f] + "': " + st.message());
     const auto& in = s->inputs();
     if (in.empty()) seg_fail(ErrorCode::InvalidModel, "'" + p.cfg_.onnx_paths[f] + "' has no inputs");
-    if (in[0].has_shape && (in[0].dims.size() != 5 || (in[0].dims[1] >= 0 && in[0].dims[1] != p.cfg_.num_input_channels)))
+    if (in[0].has_shape &&
+        (in[0].dims.size() != pdims + 2 || (in[0].dims[1] >= 0 && in[0].dims[1] != p.cfg_.num_input_channels)))
       seg_fail(ErrorCode::InvalidModel, "'" + p.cfg_.onnx_paths[f] + "': input " + in[0].name + " is " + in[0].shape_str() +
                                             ", expected (N, " + std::to_string(p.cfg_.num_input_channels) +
-                                            ", x, y, z) for the " + std::to_string(p.cfg_.num_input_channels) +
+                                            (pdims == 2 ? ", x, y) (a 2D network, configuration '" + p.cfg_.configuration + "' is 2d)"
+                                                        : std::string(", x, y, z)")) +
+                                            " for the " + std::to_string(p.cfg_.num_input_channels) +
                                             " channel(s) of dataset.json");
     if (f == 0) {
       // Shapes of every activation for one batch of tiles (symbolic pass, nothing is run or allocated).
       try {
         const int64_t views = options.mirroring ? int64_t{1} << p.cfg_.mirror_axes.size() : 1;
         const int64_t b = std::min<int64_t>(views, std::max(options.max_batch, 1));
-        ShapePlan sp = s->plan().analyze({TensorType::of(DType::Float32, {b, (int64_t)p.cfg_.num_input_channels,
-                                                                            p.cfg_.patch_size[0], p.cfg_.patch_size[1],
-                                                                            p.cfg_.patch_size[2]})},
-                                         false);
+        Shape in_shape{b, (int64_t)p.cfg_.num_input_channels};
+        in_shape.insert(in_shape.end(), p.cfg_.patch_size.begin(), p.cfg_.patch_size.end());
+        ShapePlan sp = s->plan().analyze({TensorType::of(DType::Float32, in_shape)}, false);
         for (size_t v = 0; v < sp.types.size(); ++v) {
           if (!sp.constants[v].empty() || !sp.types[v].fully_known()) continue;
           const Shape sh = sp.types[v].concrete();
@@ -326,21 +354,20 @@ PreprocessedCase Predictor::preprocess(const CaseImage& img) const {
     normalize_channel(cr.data.data<float>() + c * vol, vol, cfg_.normalization_schemes.at((size_t)c),
                       cfg_.use_mask_for_norm.at((size_t)c), cr.mask.data<uint8_t>(), props);
   }
-  const Spacing target = target_spacing(cfg_);
+  const Spacing target = target_spacing(cfg_, sp);
   const Shape3 ns = compute_new_shape(out.geometry.shape_after_cropping, sp, target);
   out.data = resample_to_shape(cr.data, ns, sp, target, cfg_.resample_data);
   return out;
 }
 
 Tensor Predictor::predict_logits(const Tensor& pre, int64_t* evaluations, int64_t* tiles_per_fold) {
-  const Shape3 patch{cfg_.patch_size[0], cfg_.patch_size[1], cfg_.patch_size[2]};
+  if (pre.rank() != 4) bad_input("predict_logits: expected the preprocessed (C, X, Y, Z) tensor, got " + shape_str(pre.shape()));
+  const bool is_2d = cfg_.patch_size.size() == 2;
   SlidingWindowOptions sw;
   sw.step_size = opt_.step_size;
-  sw.mirror_axes = opt_.mirroring ? cfg_.mirror_axes : std::vector<int>{};
+  sw.mirror_axes = opt_.mirroring ? cfg_.mirror_axes : std::vector<int>{};  // axes of the patch (2 or 3 of them)
   sw.max_batch = opt_.max_batch;
-  const Shape3 shape = spatial_shape(pre);
-  int64_t tiles = 1;
-  for (int d = 0; d < 3; ++d) tiles *= (int64_t)compute_steps(std::max(shape[d], patch[d]), patch[d], opt_.step_size).size();
+  const int64_t tiles = (int64_t)plan_tiles(spatial_shape(pre), cfg_.patch_size, opt_.step_size).starts.size();
   const int64_t views = int64_t{1} << sw.mirror_axes.size();
   std::vector<Tensor> folds;
   for (size_t f = 0; f < nets_.size(); ++f) {
@@ -349,7 +376,11 @@ Tensor Predictor::predict_logits(const Tensor& pre, int64_t* evaluations, int64_
       auto cb = opt_.progress;
       sw.progress = [cb, fi, nf](int done, int total) { cb(fi, nf, done, total); };
     }
-    folds.push_back(predict_sliding_window(*nets_[f], pre, patch, sw));
+    if (is_2d)
+      folds.push_back(predict_sliding_window_2d(*nets_[f], pre, {cfg_.patch_size[0], cfg_.patch_size[1]}, sw));
+    else
+      folds.push_back(
+          predict_sliding_window(*nets_[f], pre, {cfg_.patch_size[0], cfg_.patch_size[1], cfg_.patch_size[2]}, sw));
     if (evaluations) *evaluations += tiles * views;
   }
   if (tiles_per_fold) *tiles_per_fold = tiles;
@@ -406,9 +437,10 @@ CaseResult Predictor::predict_case(const CaseFiles& files) {
   CaseResult r;
   r.id = files.id;
   auto t0 = std::chrono::steady_clock::now();
-  CaseImage img = read_case(files);
+  CaseImage img = read_case(files, cfg_.image_reader_writer);
   r.times.read = ms_since(t0);
   r.affine = img.affine;
+  r.spatial_dims = img.spatial_dims;
 
   t0 = std::chrono::steady_clock::now();
   PreprocessedCase pre = preprocess(img);
@@ -443,7 +475,7 @@ void Predictor::write_case(const CaseResult& r, const std::string& output_dir) c
   const bool with_probs = opt_.save_probabilities && r.probabilities.numel() > 0;
   if (with_probs) write_npz(npz_path, {{"probabilities", r.probabilities}});
   try {
-    write_nifti_labels(seg_path, r.segmentation, r.affine);
+    write_nifti_labels(seg_path, r.segmentation, r.affine, r.spatial_dims);
   } catch (...) {
     if (with_probs) {
       std::error_code ec;

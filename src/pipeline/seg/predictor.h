@@ -50,6 +50,7 @@ struct CaseImage {
   Spacing spacing{};                    // reader order
   std::array<double, 16> affine{};      // of the first channel
   std::vector<std::string> channel_paths;
+  int spatial_dims = 3;                 // 2 for a 2-D image file (read as one slice, SimpleITKIO only)
 };
 
 struct PreprocessedCase {
@@ -62,6 +63,7 @@ struct CaseResult {
   Tensor segmentation;                  // uint8/uint16, reader order; postprocessed if requested
   Tensor probabilities;                 // float32 (K, reader order) if save_probabilities, else empty
   std::array<double, 16> affine{};      // output affine = the input's
+  int spatial_dims = 3;                 // the input file's: a 2-D input gets a 2-D output file
   CaseGeometry geometry;
   Shape3 preprocessed_shape{};
   int64_t tiles_per_fold = 0;
@@ -70,8 +72,9 @@ struct CaseResult {
 };
 
 // Reads channel files and checks them: all present, same shape, allclose spacings (rtol 1e-5, atol 1e-8 as
-// numpy), finite voxels. Errors name the files.
-CaseImage read_case(const CaseFiles& files);
+// numpy), finite voxels. Errors name the files. `image_reader_writer` (plans) only matters for 2-D files:
+// SimpleITKIO reads them as one slice with slice spacing 999 x the largest in-plane spacing, NibabelIO refuses them.
+CaseImage read_case(const CaseFiles& files, const std::string& image_reader_writer = "SimpleITKIO");
 
 // The pre-flight peak-memory estimate (bytes) for a case of `channels` x `reader_shape` voxels with
 // `reader_spacing`: stacked input + transposed copy, cropped and resampled data, per-fold fp16 logits and the
@@ -84,7 +87,8 @@ uint64_t available_memory_bytes();
 // Header only: shape (reader order) and spacing of a NIfTI file without reading its voxels.
 struct NiftiGeometry {
   Shape3 shape{};
-  Spacing spacing{};
+  Spacing spacing{};      // a 2-D file: (999 x max in-plane spacing, sy, sx) as SimpleITKIO
+  int spatial_dims = 3;   // 2 for a 2-D file (dim[0] = 2)
 };
 NiftiGeometry peek_nifti_geometry(const std::string& path);
 

@@ -153,6 +153,53 @@ std::vector<int64_t> compute_steps(int64_t image, int64_t tile, double step_size
   return steps;
 }
 
+TileLayout plan_tiles(const Shape3& shape, const std::vector<int64_t>& patch, double step_size) {
+  if (patch.size() != 2 && patch.size() != 3)
+    bad("patch size must have 2 (2d configuration) or 3 (3d) values, got " + std::to_string(patch.size()));
+  for (int64_t p : patch)
+    if (p <= 0) bad("patch size must be positive, got " + std::to_string(p));
+  for (int d = 0; d < 3; ++d)
+    if (shape[d] <= 0) bad("the volume has an empty spatial axis: " + shape3_str(shape));
+  TileLayout L;
+  L.per_slice = patch.size() == 2;
+  // A 2d patch is the trailing two axes of a one-slice 3D tile; axis 0 is neither padded nor stepped over.
+  L.tile = L.per_slice ? Shape3{1, patch[0], patch[1]} : Shape3{patch[0], patch[1], patch[2]};
+  for (int d = 0; d < 3; ++d) {
+    L.padded[d] = std::max(shape[d], L.tile[d]);
+    L.pad_lo[d] = (L.padded[d] - shape[d]) / 2;
+  }
+  std::array<std::vector<int64_t>, 3> steps;
+  for (int d = 0; d < 3; ++d) {
+    if (d == 0 && L.per_slice) {
+      steps[0].resize((size_t)L.padded[0]);  // every slice (compute_steps with a 1-voxel tile would repeat some)
+      for (int64_t s = 0; s < L.padded[0]; ++s) steps[0][(size_t)s] = s;
+    } else {
+      steps[d] = compute_steps(L.padded[d], L.tile[d], step_size);
+    }
+  }
+  L.starts.reserve(steps[0].size() * steps[1].size() * steps[2].size());
+  for (int64_t s0 : steps[0])
+    for (int64_t s1 : steps[1])
+      for (int64_t s2 : steps[2]) L.starts.push_back({s0, s1, s2});
+  return L;
+}
+
+std::vector<int> volume_mirror_axes(const std::vector<int>& patch_axes, size_t patch_dims) {
+  if (patch_dims != 2 && patch_dims != 3)
+    bad("mirroring: the patch must have 2 or 3 axes, got " + std::to_string(patch_dims));
+  std::vector<int> out;
+  for (size_t i = 0; i < patch_axes.size(); ++i) {
+    const int a = patch_axes[i];
+    if (a < 0 || a >= (int)patch_dims)
+      bad("mirror axis " + std::to_string(a) + " out of range for a " + std::to_string(patch_dims) +
+          "-D patch (axes 0.." + std::to_string(patch_dims - 1) + ")");
+    for (size_t j = 0; j < i; ++j)
+      if (patch_axes[j] == a) bad("mirror axis " + std::to_string(a) + " listed twice");
+    out.push_back(patch_dims == 2 ? a + 1 : a);
+  }
+  return out;
+}
+
 Tensor gaussian_map_fp16(const Shape3& tile, double sigma_scale, double value_scaling) {
   for (int d = 0; d < 3; ++d)
     if (tile[d] <= 0) bad("Gaussian map: tile size must be positive, got " + shape3_str(tile));
@@ -193,29 +240,26 @@ Tensor gaussian_map_fp16(const Shape3& tile, double sigma_scale, double value_sc
   return out;
 }
 
-Tensor predict_sliding_window(Session& net, const Tensor& data, const Shape3& patch, const SlidingWindowOptions& opt) {
-  if (data.dtype() != DType::Float32 || data.rank() != 4)
-    bad("input must be float32 (C, X, Y, Z), got " + std::string(dtype_name(data.dtype())) + " " +
-        shape_str(data.shape()));
-  for (int d = 0; d < 3; ++d)
-    if (patch[d] <= 0) bad("patch size must be positive, got " + shape3_str(patch));
+namespace {
+
+// The sliding window of sections 7-10 over a TileLayout. `mirror` are volume axes (0..2). A per-slice (2d) layout
+// feeds the network (N, C, p0, p1) views of the (N, C, 1, p0, p1) tile buffer (same memory) and expects
+// (N, K, p0, p1) back.
+Tensor run_sliding_window(Session& net, const Tensor& data, const TileLayout& L, const std::vector<int>& mirror,
+                          const SlidingWindowOptions& opt) {
   if (opt.max_batch < 1) bad("max_batch must be at least 1, got " + std::to_string(opt.max_batch));
   if (net.inputs().empty() || net.outputs().empty()) bad("the network has no inputs or no outputs");
   const std::string input_name = net.inputs()[0].name;
+  const Shape3 patch = L.tile;
+  const bool per_slice = L.per_slice;
 
   const int64_t C = data.dim(0);
   const Shape3 shape = spatial_shape(data);
-  for (int d = 0; d < 3; ++d)
-    if (shape[d] <= 0) bad("input has an empty spatial axis: " + shape_str(data.shape()));
+  const Shape3 padded = L.padded, lo = L.pad_lo;
+  bool needs_pad = false;
+  for (int d = 0; d < 3; ++d) needs_pad |= padded[d] != shape[d];
 
   // 7. zero padding up to the patch size, centred, the extra voxel after.
-  Shape3 padded{}, lo{};
-  bool needs_pad = false;
-  for (int d = 0; d < 3; ++d) {
-    padded[d] = std::max(shape[d], patch[d]);
-    lo[d] = (padded[d] - shape[d]) / 2;
-    needs_pad |= padded[d] != shape[d];
-  }
   Tensor padded_data;
   const float* src = data.data<float>();
   if (needs_pad) {
@@ -233,15 +277,10 @@ Tensor predict_sliding_window(Session& net, const Tensor& data, const Shape3& pa
     src = padded_data.data<float>();
   }
 
-  // 8. tiles, axis 0 outermost.
-  std::array<std::vector<int64_t>, 3> steps;
-  for (int d = 0; d < 3; ++d) steps[d] = compute_steps(padded[d], patch[d], opt.step_size);
-  std::vector<Shape3> tiles;
-  for (int64_t s0 : steps[0])
-    for (int64_t s1 : steps[1])
-      for (int64_t s2 : steps[2]) tiles.push_back({s0, s1, s2});
+  // 8. tiles, axis 0 outermost (2d: slice, then axis 1, then axis 2).
+  const std::vector<Shape3>& tiles = L.starts;
 
-  // 9. weights.
+  // 9. weights (a 2d patch's map is the 3D map of the one-slice tile: the factor of the size-1 axis is exactly 1).
   const int64_t tile_n = patch[0] * patch[1] * patch[2];
   std::vector<float> gauss((size_t)tile_n, 1.0f);
   std::vector<uint16_t> gauss_h((size_t)tile_n, f2h(1.0f));
@@ -256,12 +295,15 @@ Tensor predict_sliding_window(Session& net, const Tensor& data, const Shape3& pa
 
   // 10.1 views: identity, then the mirror combinations.
   std::vector<std::array<bool, 3>> views{{false, false, false}};
-  for (auto& f : mirror_combinations(opt.mirror_axes)) views.push_back(f);
+  for (auto& f : mirror_combinations(mirror)) views.push_back(f);
   const int64_t V = (int64_t)views.size();
   const int64_t B = std::min<int64_t>(V, opt.max_batch);
   const int64_t in_view = C * tile_n;
 
   Tensor batch(DType::Float32, {B, C, patch[0], patch[1], patch[2]});
+  auto net_shape = [&](int64_t n, int64_t ch) {
+    return per_slice ? Shape{n, ch, patch[1], patch[2]} : Shape{n, ch, patch[0], patch[1], patch[2]};
+  };
   int64_t K = -1;
   std::vector<float> pred;
   Tensor acc, weights;  // fp16 (K, padded...), fp16 (padded...)
@@ -272,7 +314,7 @@ Tensor predict_sliding_window(Session& net, const Tensor& data, const Shape3& pa
     const Shape3& st = tiles[t];
     for (int64_t v0 = 0; v0 < V; v0 += B) {
       const int64_t nb = std::min(B, V - v0);
-      Tensor in = nb == B ? batch : Tensor::view(DType::Float32, {nb, C, patch[0], patch[1], patch[2]}, batch.raw());
+      Tensor in = nb == B && !per_slice ? batch : Tensor::view(DType::Float32, net_shape(nb, C), batch.raw());
       for (int64_t b = 0; b < nb; ++b)
         extract_tile(src, C, padded, st, patch, views[(size_t)(v0 + b)], batch.data<float>() + b * in_view);
       outs.clear();
@@ -281,11 +323,16 @@ Tensor predict_sliding_window(Session& net, const Tensor& data, const Shape3& pa
                                           shape3_str(st) + " failed: " + s.message());
       if (outs.empty()) bad("the network returned no outputs");
       const Tensor& o = outs[0];
-      if (o.dtype() != DType::Float32 || o.rank() != 5 || o.dim(0) != nb || o.dim(2) != patch[0] ||
-          o.dim(3) != patch[1] || o.dim(4) != patch[2] || o.dim(1) <= 0 || (K >= 0 && o.dim(1) != K))
-        bad("network output must be float32 (" + std::to_string(nb) + ", K, " + std::to_string(patch[0]) + ", " +
-            std::to_string(patch[1]) + ", " + std::to_string(patch[2]) + "), got " +
-            dtype_name(o.dtype()) + " " + shape_str(o.shape()));
+      const int rank = per_slice ? 4 : 5;
+      bool ok = o.dtype() == DType::Float32 && o.rank() == rank && o.dim(0) == nb && o.dim(1) > 0 &&
+                (K < 0 || o.dim(1) == K);
+      for (int d = per_slice ? 1 : 0; ok && d < 3; ++d) ok = o.dim(rank - 3 + d) == patch[d];
+      if (!ok) {
+        const Shape want = net_shape(nb, 0);
+        std::string ws = "(" + std::to_string(nb) + ", K";
+        for (size_t d = 2; d < want.size(); ++d) ws += ", " + std::to_string(want[d]);
+        bad("network output must be float32 " + ws + "), got " + dtype_name(o.dtype()) + " " + shape_str(o.shape()));
+      }
       if (K < 0) {
         K = o.dim(1);
         pred.assign((size_t)(K * tile_n), 0.0f);
@@ -356,6 +403,29 @@ Tensor predict_sliding_window(Session& net, const Tensor& data, const Shape3& pa
                                           " logits are infinite after fp16 accumulation (fp16 overflow; the network "
                                           "produced logits too large for nnU-Net's fp16 accumulators)");
   return out;
+}
+
+}  // namespace
+
+Tensor predict_sliding_window(Session& net, const Tensor& data, const Shape3& patch, const SlidingWindowOptions& opt) {
+  if (data.dtype() != DType::Float32 || data.rank() != 4)
+    bad("input must be float32 (C, X, Y, Z), got " + std::string(dtype_name(data.dtype())) + " " +
+        shape_str(data.shape()));
+  for (int d = 0; d < 3; ++d)
+    if (patch[d] <= 0) bad("patch size must be positive, got " + shape3_str(patch));
+  const TileLayout L = plan_tiles(spatial_shape(data), {patch[0], patch[1], patch[2]}, opt.step_size);
+  return run_sliding_window(net, data, L, volume_mirror_axes(opt.mirror_axes, 3), opt);
+}
+
+Tensor predict_sliding_window_2d(Session& net, const Tensor& data, const std::array<int64_t, 2>& patch,
+                                 const SlidingWindowOptions& opt) {
+  if (data.dtype() != DType::Float32 || data.rank() != 4)
+    bad("input must be float32 (C, X, Y, Z) (a 2d configuration predicts every index of X as a 2D image), got " +
+        std::string(dtype_name(data.dtype())) + " " + shape_str(data.shape()));
+  if (patch[0] <= 0 || patch[1] <= 0)
+    bad("2d patch size must be positive, got (" + std::to_string(patch[0]) + ", " + std::to_string(patch[1]) + ")");
+  const TileLayout L = plan_tiles(spatial_shape(data), {patch[0], patch[1]}, opt.step_size);
+  return run_sliding_window(net, data, L, volume_mirror_axes(opt.mirror_axes, 2), opt);
 }
 
 Tensor average_folds_fp16(const std::vector<Tensor>& fold_logits) {
