@@ -2,16 +2,17 @@
 
 #include <cstring>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <sstream>
-
-#include <google/protobuf/io/zero_copy_stream_impl.h>
+#include <string_view>
 
 #include "kiln_proto/onnx.pb.h"
+#include "onnx/wire.h"
 
 namespace kiln {
 namespace fs = std::filesystem;
@@ -25,7 +26,21 @@ namespace {
 struct LoadCtx {
   std::string label;     // file name for messages
   std::string base_dir;  // for external data
+  // Raw bytes of the top graph's initializers found in place by the wire splitter (see parse_model), by
+  // initializer index; an empty span means the TensorProto itself holds the data. After each one is converted its
+  // pages are handed back (release_pages) when `mapped` is set.
+  std::vector<std::string_view> raw;
+  bool mapped = false;
 };
+
+// Drops the whole pages inside [p, p + n) of a read-only file mapping from the resident set (they are re-read
+// from the file if ever touched again).
+void release_pages(const char* p, size_t n) {
+  const uintptr_t page = 4096;
+  uintptr_t b = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
+  uintptr_t e = (reinterpret_cast<uintptr_t>(p) + n) & ~(page - 1);
+  if (e > b) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+}
 
 // Copies `count` elements of a repeated proto field into dst, converting to T.
 template <class T, class Field>
@@ -33,7 +48,8 @@ void copy_field(const Field& f, T* dst, int64_t count) {
   for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<T>(f.Get((int)i));
 }
 
-Tensor tensor_from_proto(const onnx::TensorProto& p, const LoadCtx& ctx, const std::string& what) {
+Tensor tensor_from_proto(const onnx::TensorProto& p, const LoadCtx& ctx, const std::string& what,
+                         std::string_view raw = {}, bool has_raw = false) {
   std::string where = ctx.label + ": " + what + (p.name().empty() ? "" : " '" + p.name() + "'");
   DType dt = static_cast<DType>(p.data_type());
   if (p.data_type() == 0) bad(where, "data_type is not set");
@@ -88,12 +104,13 @@ Tensor tensor_from_proto(const onnx::TensorProto& p, const LoadCtx& ctx, const s
     return t;
   }
 
-  if (p.has_raw_data()) {
-    if (p.raw_data().size() != nbytes)
-      bad(where, "raw_data has " + std::to_string(p.raw_data().size()) + " bytes but shape " + shape_str(shape) +
-                     " of " + dtype_name(dt) + " needs " + std::to_string(nbytes));
+  if (p.has_raw_data() || has_raw) {
+    if (!has_raw) raw = p.raw_data();
+    if (raw.size() != nbytes)
+      bad(where, "raw_data has " + std::to_string(raw.size()) + " bytes but shape " + shape_str(shape) + " of " +
+                     dtype_name(dt) + " needs " + std::to_string(nbytes));
     Tensor t(dt, shape);
-    if (nbytes) std::memcpy(t.raw(), p.raw_data().data(), nbytes);
+    if (nbytes) std::memcpy(t.raw(), raw.data(), nbytes);
     return t;
   }
 
@@ -191,10 +208,16 @@ std::unique_ptr<Graph> graph_from_proto(onnx::GraphProto& gp, const LoadCtx& ctx
   auto g = std::make_unique<Graph>();
   g->name = gp.name();
   std::string gw = "graph '" + gp.name() + "'";
+  int init_index = 0;
   for (auto& t : *gp.mutable_initializer()) {
     if (t.name().empty()) bad(ctx.label, gw + " has an initializer without a name");
     if (g->initializers.count(t.name())) bad(ctx.label, gw + ": initializer '" + t.name() + "' is defined twice");
-    g->initializers[t.name()] = tensor_from_proto(t, ctx, "initializer");
+    std::string_view raw;
+    const bool has_raw = depth == 0 && init_index < (int)ctx.raw.size() && ctx.raw[init_index].data() != nullptr;
+    if (has_raw) raw = ctx.raw[init_index];
+    ++init_index;
+    g->initializers[t.name()] = tensor_from_proto(t, ctx, "initializer", raw, has_raw);
+    if (has_raw && ctx.mapped) release_pages(raw.data(), raw.size());
     // Clear() would keep the strings' and arrays' capacity: swap in an empty message so the bytes are freed now.
     onnx::TensorProto emptied;
     emptied.set_name(t.name());
@@ -252,9 +275,10 @@ std::string read_file_bytes(const std::string& path) {
 
 namespace {
 
-std::unique_ptr<Graph> graph_from_model(onnx::ModelProto& mp, const std::string& base_dir, const std::string& label) {
+std::unique_ptr<Graph> graph_from_model(onnx::ModelProto& mp, const std::string& base_dir, const std::string& label,
+                                        std::vector<std::string_view> raw = {}, bool mapped = false) {
   if (!mp.has_graph()) bad(label, "model has no graph");
-  LoadCtx ctx{label, base_dir};
+  LoadCtx ctx{label, base_dir, std::move(raw), mapped};
   auto g = graph_from_proto(*mp.mutable_graph(), ctx, 0);
   g->ir_version = mp.ir_version();
   g->producer = mp.producer_name() + (mp.producer_version().empty() ? "" : " " + mp.producer_version());
@@ -279,18 +303,66 @@ std::unique_ptr<Graph> graph_from_model(onnx::ModelProto& mp, const std::string&
 
 constexpr const char* kParseError = "not a valid ONNX model (protobuf parsing failed: truncated or corrupt file?)";
 
+// Appends the serialized fields [f.begin, f.end) to `dst` (a message's fields may be parsed in any grouping:
+// protobuf merges them as if they were one message).
+void append(std::string& dst, const wire::Field& f) { dst.append(f.begin, (size_t)(f.end - f.begin)); }
+
+// Parses a serialized ModelProto, leaving the top graph's initializer raw_data bytes in place: `raw` gets, per
+// initializer in order, a view of its raw_data in [p, p + n) (or an empty view when it has none). Everything else
+// goes through protobuf. Returns false when the bytes are not a valid model.
+bool parse_model(const char* p, size_t n, onnx::ModelProto* mp, std::vector<std::string_view>* raw) {
+  raw->clear();
+  std::vector<wire::Field> model_fields, graph_fields, tensor_fields;
+  const wire::Field* graph = nullptr;
+  int graph_count = 0;
+  if (wire::split(p, n, &model_fields))
+    for (auto& f : model_fields)
+      if (f.number == 7 && f.type == wire::WireType::Bytes) graph = &f, ++graph_count;
+  // Anything unusual (a graph given in pieces, groups, damage): protobuf alone, copying the bytes.
+  if (graph_count != 1 || !wire::split(graph->payload, graph->payload_size, &graph_fields))
+    return mp->ParseFromArray(p, (int)n);
+  std::string model_rest, graph_rest;
+  for (auto& f : model_fields)
+    if (&f != graph) append(model_rest, f);
+  std::vector<std::string> init_meta;
+  for (auto& f : graph_fields) {
+    if (f.number != 5 || f.type != wire::WireType::Bytes || !wire::split(f.payload, f.payload_size, &tensor_fields)) {
+      append(graph_rest, f);
+      continue;
+    }
+    std::string meta;
+    std::string_view data;
+    for (auto& tf : tensor_fields) {
+      if (tf.number == 9 && tf.type == wire::WireType::Bytes) data = std::string_view(tf.payload, tf.payload_size);  // last one wins
+      else append(meta, tf);
+    }
+    init_meta.push_back(std::move(meta));
+    raw->push_back(data.data() ? data : std::string_view());
+  }
+  // Initializers that could not be split stay in graph_rest: protobuf puts them first, so their spans are empty.
+  if (!mp->ParseFromString(model_rest)) return false;
+  onnx::GraphProto* g = mp->mutable_graph();
+  if (!g->ParseFromString(graph_rest)) return false;
+  std::vector<std::string_view> spans(g->initializer_size());
+  for (auto& sv : *raw) spans.push_back(sv);
+  raw->swap(spans);
+  for (auto& meta : init_meta)
+    if (!g->add_initializer()->ParseFromString(meta)) return false;
+  return true;
+}
+
 }  // namespace
 
 std::unique_ptr<Graph> load_onnx_bytes(const std::string& bytes, const std::string& base_dir, const std::string& label) {
   onnx::ModelProto mp;
   if (bytes.empty()) bad(label, "file is empty");
-  if (!mp.ParseFromString(bytes)) bad(label, kParseError);
-  return graph_from_model(mp, base_dir, label);
+  std::vector<std::string_view> raw;
+  if (!parse_model(bytes.data(), bytes.size(), &mp, &raw)) bad(label, kParseError);
+  return graph_from_model(mp, base_dir, label, std::move(raw));
 }
 
-// The file is parsed from a small read buffer (not mapped): page-cache pages are not the process's memory, so
-// loading holds the protobuf's copy of the weights and, while they are converted one by one, kiln's tensors --
-// never the file's bytes as well (mapping it put a third copy in the peak resident set).
+// The file is mapped and split in place: each weight's bytes are copied once, straight from the mapping into its
+// tensor, and that part of the mapping is dropped from the resident set right after.
 std::unique_ptr<Graph> load_onnx_file(const std::string& path) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) throw Error(ErrorCode::IoError, "'" + path + "' is a directory, not a file");
@@ -311,18 +383,20 @@ std::unique_ptr<Graph> load_onnx_file(const std::string& path) {
     bad(path, "the file is " + std::to_string(size >> 20) + " MiB; protobuf cannot hold more than 2 GiB: export with "
               "external data (onnx.save_model(..., save_as_external_data=True)) so the weights live in side files");
   }
+  void* m = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (m == MAP_FAILED) throw Error(ErrorCode::IoError, "cannot map '" + path + "': " + std::strerror(errno));
+  struct Unmap {
+    void* p;
+    size_t n;
+    ~Unmap() { ::munmap(p, n); }
+  } unmap{m, size};
+  ::madvise(m, size, MADV_SEQUENTIAL);
   onnx::ModelProto mp;
-  bool ok;
-  {
-    google::protobuf::io::FileInputStream in(fd, 1 << 20);
-    ok = mp.ParseFromZeroCopyStream(&in);
-    const int read_errno = in.GetErrno();
-    ::close(fd);
-    if (read_errno != 0) throw Error(ErrorCode::IoError, "cannot read '" + path + "': " + std::strerror(read_errno));
-  }
-  if (!ok) bad(path, kParseError);
+  std::vector<std::string_view> raw;
+  if (!parse_model(static_cast<const char*>(m), size, &mp, &raw)) bad(path, kParseError);
   std::string dir = fs::path(path).parent_path().string();
-  return graph_from_model(mp, dir.empty() ? "." : dir, path);
+  return graph_from_model(mp, dir.empty() ? "." : dir, path, std::move(raw), true);
 }
 
 Tensor load_tensor_file(const std::string& path, std::string* name) {

@@ -245,3 +245,128 @@ TEST(Loader, ShapeFoldingAtPlanTime) {
     EXPECT_EQ(out[0].data<int64_t>()[1], 3);
   }
 }
+
+// ---- weights read in place (onnx/wire.h + the loader's split of ModelProto / GraphProto / TensorProto) ----------
+
+#include "onnx/wire.h"
+
+TEST(Wire, SplitsFieldsAndRefusesWhatItDoesNotHandle) {
+  // field 1 varint 300, field 2 fixed64, field 3 bytes "abc", field 4 fixed32
+  const std::string m = std::string("\x08\xac\x02", 3) + std::string("\x11", 1) + std::string(8, 'x') + "\x1a\x03" "abc" +
+                        std::string("\x25", 1) + std::string(4, 'y');
+  std::vector<wire::Field> f;
+  ASSERT_TRUE(wire::split(m.data(), m.size(), &f));
+  ASSERT_EQ(f.size(), 4u);
+  EXPECT_EQ(f[0].number, 1u);
+  EXPECT_EQ(f[1].type, wire::WireType::Fixed64);
+  EXPECT_EQ(std::string(f[2].payload, f[2].payload_size), "abc");
+  EXPECT_EQ(f[3].end, m.data() + m.size());
+  for (size_t cut = 1; cut < m.size(); ++cut) {
+    if (cut == 3 || cut == 12 || cut == 17) continue;  // field boundaries: a valid prefix
+    EXPECT_FALSE(wire::split(m.data(), cut, &f)) << "cut at " << cut;
+  }
+  const std::string group("\x0b\x0c", 2), zero_field("\x00\x01", 2), long_varint(11, '\xff');
+  EXPECT_FALSE(wire::split(group.data(), group.size(), &f));
+  EXPECT_FALSE(wire::split(zero_field.data(), zero_field.size(), &f));
+  EXPECT_FALSE(wire::split(long_varint.data(), long_varint.size(), &f));
+}
+
+namespace {
+
+// y = a + b + c, with a in raw_data, b in float_data, c in raw_data given twice (protobuf: the last one counts).
+onnx::ModelProto three_weights() {
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(17);
+  auto* g = m.mutable_graph();
+  g->set_name("weights");
+  set_type(g->add_output(), "y", 1, {"3"});
+  auto* a = g->add_initializer();
+  a->set_name("a");
+  a->set_data_type(1);
+  a->add_dims(3);
+  const float av[3] = {1.5f, -2.f, 4.f};
+  a->set_raw_data(std::string(reinterpret_cast<const char*>(av), 12));
+  auto* b = g->add_initializer();
+  b->set_name("b");
+  b->set_data_type(1);
+  b->add_dims(3);
+  for (float v : {10.f, 20.f, 30.f}) b->add_float_data(v);
+  auto* c = g->add_initializer();
+  c->set_name("c");
+  c->set_data_type(1);
+  c->add_dims(3);
+  const float cv[3] = {100.f, 200.f, 300.f};
+  c->set_raw_data(std::string(reinterpret_cast<const char*>(cv), 12));
+  add_node(g, "Add", {"a", "b"}, {"ab"});
+  add_node(g, "Add", {"ab", "c"}, {"y"});
+  return m;
+}
+
+std::vector<float> run_const(const std::string& bytes) {
+  std::unique_ptr<Session> s;
+  SessionOptions opt;
+  opt.optimize = false;  // keep the Adds: the values must come from the initializers at run time
+  Status st = Session::load_from_bytes(bytes, ".", opt, &s);
+  EXPECT_TRUE(st.ok()) << st.message();
+  if (!st.ok()) return {};
+  std::vector<Tensor> out;
+  EXPECT_TRUE(s->run({}, &out).ok());
+  return std::vector<float>(out[0].data<float>(), out[0].data<float>() + out[0].numel());
+}
+
+std::string varint(uint64_t v) {
+  std::string r;
+  for (; v >= 0x80; v >>= 7) r.push_back((char)((v & 0x7f) | 0x80));
+  r.push_back((char)v);
+  return r;
+}
+
+// `m` with c's TensorProto re-serialized by hand holding two raw_data fields, junk first (protobuf keeps the last).
+std::string with_duplicate_raw(const onnx::ModelProto& m) {
+  onnx::ModelProto rest = m;
+  onnx::TensorProto c = rest.graph().initializer(2);
+  rest.mutable_graph()->mutable_initializer()->RemoveLast();
+  const std::string last = c.raw_data();
+  c.clear_raw_data();
+  const float junk[3] = {-7.f, -7.f, -7.f};
+  onnx::TensorProto first, second;
+  first.set_raw_data(std::string(reinterpret_cast<const char*>(junk), 12));
+  second.set_raw_data(last);
+  const std::string tensor = c.SerializeAsString() + first.SerializeAsString() + second.SerializeAsString();
+  const std::string graph = rest.graph().SerializeAsString() + "\x2a" + varint(tensor.size()) + tensor;  // field 5
+  rest.clear_graph();
+  const std::string model = rest.SerializeAsString() + "\x3a" + varint(graph.size()) + graph;         // field 7
+  onnx::ModelProto check;
+  EXPECT_TRUE(check.ParseFromString(model));
+  EXPECT_EQ(check.graph().initializer(2).raw_data(), last);  // what protobuf itself reads
+  return model;
+}
+
+}  // namespace
+
+TEST(Loader, ReadsWeightsInPlaceLikeProtobuf) {
+  const std::vector<float> want{111.5f, 218.f, 334.f};
+  const onnx::ModelProto m = three_weights();
+  EXPECT_EQ(run_const(m.SerializeAsString()), want);
+  // The same model from a file (the mapped path, which also hands the pages back).
+  TempDir dir;
+  const std::string path = (dir.p / "w.onnx").string();
+  {
+    std::ofstream f(path, std::ios::binary);
+    f << m.SerializeAsString();
+  }
+  std::unique_ptr<Session> s;
+  ASSERT_TRUE(Session::load(path, {}, &s).ok());
+  std::vector<Tensor> out;
+  ASSERT_TRUE(s->run({}, &out).ok());
+  EXPECT_EQ(std::vector<float>(out[0].data<float>(), out[0].data<float>() + 3), want);
+  // raw_data twice in one tensor: the last one, as protobuf reads it.
+  EXPECT_EQ(run_const(with_duplicate_raw(m)), want);
+  // The graph in two pieces (protobuf merges them): the plain protobuf path.
+  onnx::ModelProto head = m, tail;
+  auto* inits = head.mutable_graph()->mutable_initializer();
+  *tail.mutable_graph()->add_initializer() = inits->Get(2);
+  inits->RemoveLast();
+  EXPECT_EQ(run_const(head.SerializeAsString() + tail.SerializeAsString()), want);
+}

@@ -86,7 +86,8 @@ struct DnnlConv::Entry {
 
   dnnl::primitive prim;
   dnnl::memory user_src, user_dst, user_w, bias;
-  dnnl::memory src, dst, w;  // what the primitive reads/writes (== user_* when no reorder is needed)
+  dnnl::memory src, dst;     // what the primitive reads/writes (== user_* when no reorder is needed)
+  HeldMemory w;              // weights in the primitive's layout (may share the store's buffer)
   size_t src_bytes = 0, dst_bytes = 0;  // sizes of the blocked copies (in the shared scratch buffer)
   dnnl::reorder src_reorder, dst_reorder, sum_reorder;  // sum_reorder: y (summand) -> blocked dst
   bool reorder_src = false, reorder_dst = false;
@@ -228,17 +229,17 @@ bool DnnlConv::run(const ConvParams& p, const float* x, const float* w, const fl
   dnnl::stream& s = stream();
   if (!weights_constant) {
     if (!w) return false;
-    if (!e->w || e->w_gen != 0) e->w = dnnl::memory(e->w_md, engine()), e->w_gen = 0;
+    if (!e->w || e->w_gen != 0) e->w = held_memory(e->w_md), e->w_gen = 0;
     e->user_w.set_data_handle(const_cast<float*>(w));
-    dnnl::reorder(e->user_w, e->w).execute(s, e->user_w, e->w);
+    dnnl::reorder(e->user_w, e->w.mem).execute(s, e->user_w, e->w.mem);
   } else {
     if (w) {
       const int64_t wn = p.transpose ? p.C * (p.M / p.G) * p.k_size() : p.M * (p.C / p.G) * p.k_size();
       const uint64_t fp = fingerprint(w, wn);
       if (!store_.mem || store_.src != w || store_.fp != fp) {
-        store_.mem = dnnl::memory(e->w_md, engine());
+        store_.mem = held_memory(e->w_md);
         e->user_w.set_data_handle(const_cast<float*>(w));
-        dnnl::reorder(e->user_w, store_.mem).execute(s, e->user_w, store_.mem);
+        dnnl::reorder(e->user_w, store_.mem.mem).execute(s, e->user_w, store_.mem.mem);
         store_.src = w;
         store_.fp = fp;
         ++store_.gen;
@@ -247,11 +248,11 @@ bool DnnlConv::run(const ConvParams& p, const float* x, const float* w, const fl
       return false;
     }
     if (e->w_gen != store_.gen) {
-      if (store_.mem.get_desc() == e->w_md) {
+      if (store_.mem.mem.get_desc() == e->w_md) {
         e->w = store_.mem;  // shared, no copy
       } else {
-        e->w = dnnl::memory(e->w_md, engine());
-        dnnl::reorder(store_.mem, e->w).execute(s, store_.mem, e->w);
+        e->w = held_memory(e->w_md);
+        dnnl::reorder(store_.mem.mem, e->w.mem).execute(s, store_.mem.mem, e->w.mem);
       }
       e->w_gen = store_.gen;
     }
@@ -267,7 +268,7 @@ bool DnnlConv::run(const ConvParams& p, const float* x, const float* w, const fl
   e->user_dst.set_data_handle(y);
   if (e->reorder_src) e->src_reorder.execute(s, e->user_src, e->src);
   if (e->reorder_dst && has_sum(e->post)) e->sum_reorder.execute(s, e->user_dst, e->dst);
-  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, e->w}, {DNNL_ARG_DST, e->dst}};
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, e->w.mem}, {DNNL_ARG_DST, e->dst}};
   if (has_bias) {
     e->bias.set_data_handle(const_cast<float*>(b));
     args[DNNL_ARG_BIAS] = e->bias;
@@ -283,7 +284,8 @@ bool DnnlConv::run(const ConvParams& p, const float* x, const float* w, const fl
 bool DnnlConv::unpack_weights(const ConvParams& p, float* dst) const {
   if (!store_.mem) return false;
   dnnl::memory plain(onnx_weights_md(p), engine(), dst);
-  dnnl::reorder(store_.mem, plain).execute(stream(), const_cast<dnnl::memory&>(store_.mem), plain);
+  dnnl::memory kept = store_.mem.mem;
+  dnnl::reorder(kept, plain).execute(stream(), kept, plain);
   stream().wait();
   return true;
 }

@@ -58,7 +58,7 @@ class DnnlConv {
   // One copy of a constant W in the layout the first primitive chose; entries needing that layout share it, others
   // keep a reorder of it. `gen` changes whenever it is remade from a (new) original.
   struct WeightStore {
-    dnnl::memory mem;
+    HeldMemory mem;
     const float* src = nullptr;
     uint64_t fp = 0, gen = 0;
   } store_;

@@ -50,4 +50,11 @@ dnnl::memory::data_type dnnl_type(DType t) {
   }
 }
 
+HeldMemory held_memory(const dnnl::memory::desc& d) {
+  HeldMemory h;
+  h.buf = allocate_buffer(d.get_size());
+  h.mem = dnnl::memory(d, engine(), h.buf.get());
+  return h;
+}
+
 }  // namespace kiln::cpu

@@ -61,7 +61,7 @@ struct MatmulCache::Entry {
   memory src, wei, dst, bias;
   bool reorder_wei = false;        // weights kept in a oneDNN-chosen layout
   memory::desc wei_plain, wei_desc;  // B as given; B as the primitive wants it
-  memory wei_kept;                 // constant B in wei_desc (shared with the store when the layouts agree)
+  cpu::HeldMemory wei_kept;        // B in wei_desc (constant B: shared with the store when the layouts agree)
   uint64_t wei_gen = 0;            // store generation wei_kept was made from (0: none)
 };
 
@@ -141,33 +141,33 @@ bool MatmulCache::run(const MatmulCall& c0) {
     // A constant B lives in the store, in the layout of the first primitive that reordered it.
     if (c.b && (!store_.mem || store_.src != c.b)) {
       memory plain(e->wei_plain, cpu::engine(), const_cast<float*>(c.b));
-      store_.mem = memory(e->wei_desc, cpu::engine());
-      dnnl::reorder(plain, store_.mem).execute(s, plain, store_.mem);
+      store_.mem = cpu::held_memory(e->wei_desc);
+      dnnl::reorder(plain, store_.mem.mem).execute(s, plain, store_.mem.mem);
       store_.src = c.b;
       ++store_.gen;
     }
     if (!store_.mem) return false;
     if (e->wei_gen != store_.gen) {
-      if (store_.mem.get_desc() == e->wei_desc) {
+      if (store_.mem.mem.get_desc() == e->wei_desc) {
         e->wei_kept = store_.mem;
       } else {
         // Another layout (or plain, for a freed original): a reorder of the kept copy, seen as logical [K, N].
         const memory::desc& want = e->wei_desc;
-        e->wei_kept = memory(want, cpu::engine());
+        e->wei_kept = cpu::held_memory(want);
         const Shape kn{c.bs[c.bs.size() - 2], c.bs.back()};
-        memory src2(store_.mem.get_desc(), cpu::engine(), store_.mem.get_data_handle());
+        memory src2(store_.mem.mem.get_desc(), cpu::engine(), store_.mem.buf.get());
         memory dst2(want.dims().size() == 2 ? want : memory::desc(cpu::to_dims(kn), dt::f32, strides_for(kn, c.trans_b)),
-                    cpu::engine(), e->wei_kept.get_data_handle());
+                    cpu::engine(), e->wei_kept.buf.get());
         dnnl::reorder(src2, dst2).execute(s, src2, dst2);
       }
       e->wei_gen = store_.gen;
     }
-    args[DNNL_ARG_WEIGHTS] = e->wei_kept;
+    args[DNNL_ARG_WEIGHTS] = e->wei_kept.mem;
   } else if (e->reorder_wei) {
     memory plain(e->wei_plain, cpu::engine(), const_cast<float*>(c.b));
-    if (!e->wei_kept) e->wei_kept = memory(e->wei_desc, cpu::engine());
-    dnnl::reorder(plain, e->wei_kept).execute(s, plain, e->wei_kept);
-    args[DNNL_ARG_WEIGHTS] = e->wei_kept;
+    if (!e->wei_kept) e->wei_kept = cpu::held_memory(e->wei_desc);
+    dnnl::reorder(plain, e->wei_kept.mem).execute(s, plain, e->wei_kept.mem);
+    args[DNNL_ARG_WEIGHTS] = e->wei_kept.mem;
   } else {
     e->wei.set_data_handle(const_cast<float*>(c.b));
     args[DNNL_ARG_WEIGHTS] = e->wei;
@@ -185,7 +185,7 @@ bool MatmulCache::unpack_b(int64_t K, int64_t N, bool trans_b, float* dst) const
   if (!store_.mem) return false;
   const Shape kn{K, N};
   memory plain(memory::desc(cpu::to_dims(kn), dt::f32, strides_for(kn, trans_b)), cpu::engine(), dst);
-  memory src(store_.mem.get_desc(), cpu::engine(), store_.mem.get_data_handle());
+  memory src(store_.mem.mem.get_desc(), cpu::engine(), store_.mem.buf.get());
   dnnl::reorder(src, plain).execute(cpu::stream(), src, plain);
   cpu::stream().wait();
   return true;

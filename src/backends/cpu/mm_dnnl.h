@@ -67,7 +67,7 @@ class MatmulCache {
   std::vector<std::unique_ptr<Entry>> entries_;   // most recently used first
   // One copy of a constant B in the layout the first primitive chose, shared by the entries that want that layout.
   struct WeightStore {
-    dnnl::memory mem;
+    cpu::HeldMemory mem;
     const float* src = nullptr;
     uint64_t gen = 0;
   } store_;
