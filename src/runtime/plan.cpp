@@ -365,7 +365,7 @@ void Plan::plan_memory(ShapePlan& sp) const {
   sp.arena_bytes = total;
   if (total) {
     try {
-      sp.arena = allocate_buffer(total);
+      sp.arena = allocate_buffer(total, true);
     } catch (const Error&) {
       throw Error(ErrorCode::RuntimeError, "out of memory allocating a " + std::to_string(total) + "-byte arena");
     }
