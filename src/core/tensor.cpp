@@ -62,7 +62,7 @@ std::string shape_str(const Shape& s) {
 // lists -- glibc raises its mmap threshold after the first large free -- and still count as resident.
 constexpr size_t kMapBytes = 256 * 1024;
 
-// Long-lived buffers (prepared weights, arenas: `huge`) ask for transparent huge pages from 2 MiB on: fewer page
+// Long-lived buffers (prepared weights: `huge`) ask for transparent huge pages from 2 MiB on: fewer page
 // faults when first written and fewer TLB misses in the kernels that stream through them. Not for tensors in
 // general: weights freed during the first run (Plan::enable_constant_release) made that run's time erratic when they
 // were huge pages (measured: resnet50 first run 70-140 ms against a steady 75 ms).

@@ -365,7 +365,9 @@ void Plan::plan_memory(ShapePlan& sp) const {
   sp.arena_bytes = total;
   if (total) {
     try {
-      sp.arena = allocate_buffer(total, true);
+      // Small pages: faulting a large arena in as huge pages cost more on its first run than it saved later
+      // (nnU-Net tile net, 256 MiB arena: first run 905 vs 650 ms, later runs 540 vs 555 ms).
+      sp.arena = allocate_buffer(total);
     } catch (const Error&) {
       throw Error(ErrorCode::RuntimeError, "out of memory allocating a " + std::to_string(total) + "-byte arena");
     }
