@@ -2,6 +2,8 @@
 // (made by tests/unit/make_cli_models.py) and checks exit codes and messages. Every bad input must
 // exit with a non-zero code below 128 (no signal, no crash) and a message naming the culprit.
 #include <gtest/gtest.h>
+
+#include <chrono>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -258,6 +260,29 @@ TEST_F(Cli, BenchJson) {
   expect_clean_failure(kiln_cli({"bench", kData + "/shape.onnx", "--shape", "x=7x5"}), 2, {"axis 1 must be 4", "'x'"});
   expect_clean_failure(kiln_cli({"bench", kData + "/shape.onnx", "--shape", "x=7xq"}), 2, {"not a shape"});
   expect_clean_failure(kiln_cli({"bench", kData + "/shape.onnx", "--shape", "y=7x4"}), 2, {"no input named 'y'"});
+}
+
+TEST_F(Cli, BenchStartupFields) {
+  // Spawn time "now" (ns since the epoch, CLOCK_REALTIME): the start-up span is positive and contains the parts.
+  const auto now_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
+  ::setenv("KILN_BENCH_SPAWN_NS", std::to_string(now_ns).c_str(), 1);
+  Result r = kiln_cli({"bench", kData + "/shape.onnx", "--json", "--runs", "2", "--warmup", "1"});
+  ::setenv("KILN_BENCH_SPAWN_NS", "12abc", 1);
+  Result bad = kiln_cli({"bench", kData + "/shape.onnx", "--json", "--runs", "2"});
+  ::unsetenv("KILN_BENCH_SPAWN_NS");
+  ASSERT_EQ(r.code, 0) << r.out;
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  for (std::string k : {"boot_ms", "first_output_ms_since_spawn", "input_gen_ms", "startup_ms"})
+    ASSERT_TRUE(j.contains(k)) << "missing key " << k << " in " << r.out;
+  EXPECT_GE(j["boot_ms"].get<double>(), 0.0);
+  EXPECT_GT(j["first_output_ms_since_spawn"].get<double>(), j["boot_ms"].get<double>());
+  EXPECT_LE(j["startup_ms"].get<double>(), j["first_output_ms_since_spawn"].get<double>());
+  EXPECT_GE(j["input_gen_ms"].get<double>(), 0.0);
+  // A malformed value: a warning (stderr, merged here), the run goes on without the start-up fields.
+  EXPECT_EQ(bad.code, 0) << bad.out;
+  EXPECT_NE(bad.out.find("warning: ignoring KILN_BENCH_SPAWN_NS='12abc'"), std::string::npos) << bad.out;
+  EXPECT_EQ(bad.out.find("startup_ms"), std::string::npos) << bad.out;
 }
 
 TEST_F(Cli, BenchProfileAndTrace) {

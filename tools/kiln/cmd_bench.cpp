@@ -205,6 +205,7 @@ int bench_command(const BenchOptions& o) {
   const RunStats stats = session->stats();
   const double arena_mb = (double)stats.arena_bytes / (1024.0 * 1024.0);
   const double weights_mb = (double)stats.weight_bytes / (1024.0 * 1024.0);
+  const double released_mb = (double)stats.released_weight_bytes / (1024.0 * 1024.0);
   const double rss = peak_rss_mb();
 
   // Profile tables.
@@ -267,6 +268,7 @@ int bench_command(const BenchOptions& o) {
     j["peak_rss_mb"] = rss;
     j["arena_mb"] = arena_mb;
     j["weights_mb"] = weights_mb;
+    j["released_weights_mb"] = released_mb;
     const dnnl_version_t* v = dnnl_version();
     j["dnnl_version"] = std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
     j["dnnl_isa"] = dnnl_isa_name();
@@ -296,7 +298,8 @@ int bench_command(const BenchOptions& o) {
   std::printf("median      %s   (%d runs after %d warm-up)\n", fmt_ms(med).c_str(), o.runs, o.warmup);
   std::printf("p90         %s\n", fmt_ms(p90).c_str());
   std::printf("min / mean  %s / %s\n", fmt_ms(mn).c_str(), fmt_ms(mean).c_str());
-  std::printf("memory      peak RSS %.1f MiB, arena %.2f MiB, weights %.2f MiB\n", rss, arena_mb, weights_mb);
+  std::printf("memory      peak RSS %.1f MiB, arena %.2f MiB, weights %.2f MiB (%.2f MiB of them held only in prepared "
+              "form)\n", rss, arena_mb, weights_mb, released_mb);
   if (profiling) {
     std::printf("\nprofile (%d timed runs; node time sums to %s per run, %.0f%% of the mean run)\n", o.runs,
                 fmt_ms(total_node_ms / o.runs).c_str(), mean > 0 ? 100.0 * total_node_ms / o.runs / mean : 0.0);
