@@ -10,9 +10,25 @@
 
 namespace kiln {
 
+// The memory that holds a run's intermediate values. A session has its own by default, shared by all its shape
+// plans (one buffer, grown to the largest); sessions that never run at the same time -- e.g. the folds of an
+// ensemble evaluated one after the other -- can share one through SessionOptions::arena. Not thread-safe: two
+// sessions sharing an arena must not run concurrently.
+class Arena {
+ public:
+  // A buffer of at least `bytes` bytes (64-byte aligned), valid until the next call; its contents are not kept.
+  uint8_t* get(size_t bytes);
+  size_t capacity() const { return capacity_; }
+
+ private:
+  std::shared_ptr<void> buf_;
+  size_t capacity_ = 0;
+};
+
 struct SessionOptions {
   int threads = 0;        // 0: every core this process may use
   bool optimize = true;   // graph passes (constant folding etc.)
+  std::shared_ptr<Arena> arena;  // intermediate memory shared with other sessions (see Arena); null: own
 };
 
 // A model input or output as declared: dims < 0 are dynamic, with `symbols` naming them.

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "graph/graph.h"
+#include "kiln/session.h"
 #include "ops/registry.h"
 
 namespace kiln {
@@ -34,8 +35,7 @@ struct ShapePlan {
   std::vector<Layout> layout;          // per value (values added by the planner come after the graph's)
   std::vector<int> output_ids;         // graph outputs (after any conversion back to Plain)
   int conversions = 0;                 // layout conversion steps inserted
-  size_t arena_bytes = 0;
-  std::shared_ptr<void> arena;
+  size_t arena_bytes = 0;              // taken from the plan's Arena at run time
   int folded_nodes = 0;
   bool release_checked = false;        // owned constants looked for after this plan's first run
 };
@@ -56,6 +56,8 @@ class Plan {
   // own prepared copy (Kernel::owns_constant), checked after each shape plan's first run. The graph keeps the
   // tensor's dtype and shape with no storage.
   void enable_constant_release(Graph& g);
+  // Where runs take their intermediate memory (default: an arena of this plan's own).
+  void set_arena(std::shared_ptr<Arena> arena) { arena_ = std::move(arena); }
   size_t released_bytes() const { return released_bytes_; }
   // Per-node timing hook (profiling): called after each step when set.
   std::function<void(const Node&, double ms)> on_step;
@@ -78,6 +80,7 @@ class Plan {
   std::list<ShapePlan> cache_;                      // most recent first
   size_t last_arena_bytes_ = 0;
   Graph* owner_ = nullptr;          // set by enable_constant_release
+  std::shared_ptr<Arena> arena_ = std::make_shared<Arena>();
   std::unordered_map<int, std::vector<std::pair<int, int>>> readers_;  // value id -> (node, input position)
   size_t released_bytes_ = 0;
   std::array<int, 3> last_layout_stats_{0, 0, 0};

@@ -97,6 +97,7 @@ Status Session::init(const SessionOptions& options) {
       const char* layout_env = std::getenv("KILN_LAYOUT");
       bool channels_last = options.optimize && !(layout_env && std::string(layout_env) == "plain");
       plan_ = std::make_unique<Plan>(*graph_, threads_, channels_last);
+      if (options.arena) plan_->set_arena(options.arena);
       // Weights the kernels copy into prepared layouts are freed after the first run (KILN_KEEP_WEIGHTS=1 keeps
       // them, for comparisons).
       const char* keep_env = std::getenv("KILN_KEEP_WEIGHTS");

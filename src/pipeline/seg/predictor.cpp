@@ -291,6 +291,8 @@ Predictor Predictor::load(const std::string& model_folder, const PredictorOption
     p.cfg_.postprocessing.clear();
   }
   SessionOptions so;
+  // The folds run one after the other: one arena for all of them instead of one each.
+  so.arena = std::make_shared<Arena>();
   so.threads = options.threads;
   for (size_t f = 0; f < p.cfg_.onnx_paths.size(); ++f) {
     std::unique_ptr<Session> s;
