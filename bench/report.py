@@ -25,6 +25,10 @@ OPTIONAL = ["startup_ms", "boot_ms", "startup_excl_boot_ms", "first_output_ms_si
 BATCH_TARGET = 8
 BATCH_TARGET_GEOMEAN = 1.15  # geomean of ORT/kiln latency at batch 8 must be at least this
 STARTUP_TARGET = 0.5  # kiln's start-up must be at most this fraction of ORT's, for every model
+B1_TARGET_GEOMEAN = 1.15  # geomean of ORT/kiln latency at batch 1 must be at least this...
+B1_TARGET_MIN = 0.9       # ...with no model below this...
+B1_TARGET_UNET = ("unet3d", 1.4)  # ...and the 3D U-Net at least this
+MEMORY_TARGET = 0.8       # kiln's peak RSS at most this fraction of ORT's, for every model
 ROOFLINE_MODELS = [("resnet50", None), ("unet3d", 1)]  # (model, batch or None = every batch run)
 
 MET, NOT_MET = "✅ met", "❌ not met"
@@ -333,9 +337,40 @@ def main():
         + (f"; over the limit or unmeasured: {bad_list}" if startup_bad else "")
         + f" | {MET if rows and not startup_bad else NOT_MET} |")
     gm1 = geomean(b1_ratios)
-    target_rows.append(f"| (no target) batch-{b1} geomean ORT/kiln latency | "
-                       + (f"{gm1:.2f} over {sum(r is not None for r in b1_ratios)} models"
-                          if gm1 else "no results") + " | |")
+    named = [(name, latency_ratio(s[b1]["ort"], s[b1]["kiln"])) for name, _, s, _ in rows if b1 in s]
+    low = [(n, r) for n, r in named if r is None or r < B1_TARGET_MIN]
+    unet = next((r for n, r in named if n == B1_TARGET_UNET[0]), None)
+    met1 = (gm1 is not None and gm1 >= B1_TARGET_GEOMEAN and not low and unet is not None
+            and unet >= B1_TARGET_UNET[1])
+    target_rows.append(
+        f"| batch-{b1} latency: geomean ORT/kiln ≥ {B1_TARGET_GEOMEAN:.2f}, no model below "
+        f"{B1_TARGET_MIN}, {B1_TARGET_UNET[0]} ≥ {B1_TARGET_UNET[1]} | "
+        + (f"geomean {gm1:.2f} over {sum(r is not None for _, r in named)} models" if gm1 else "no results")
+        + (f"; below {B1_TARGET_MIN}: " + ", ".join(f"{n} ({'n/a' if r is None else f'{r:.2f}'})" for n, r in low)
+           if low else f"; none below {B1_TARGET_MIN}")
+        + f"; {B1_TARGET_UNET[0]} {opt(unet, 2)} | {MET if met1 else NOT_MET} |")
+    mem = []
+    for name, _, s, _ in rows:
+        if b1 not in s:
+            continue
+        k, o = s[b1]["kiln"], s[b1]["ort"]
+        mem.append((name, k["peak_rss_mb"] / o["peak_rss_mb"] if k and o and o.get("peak_rss_mb") else None))
+    mem_bad = [(n, r) for n, r in mem if r is None or r > MEMORY_TARGET]
+    worst = max((r for _, r in mem if r is not None), default=None)
+    target_rows.append(
+        f"| peak RSS ≤ {MEMORY_TARGET}× ORT's for every model (batch {b1}) | "
+        f"{len(mem) - len(mem_bad)}/{len(mem)} models, largest ratio {opt(worst, 2)}"
+        + ("; over: " + ", ".join(f"{n} ({'n/a' if r is None else f'{r:.2f}'})" for n, r in mem_bad)
+           if mem_bad else "")
+        + f" | {MET if mem and not mem_bad else NOT_MET} |")
+    ok_incl = [name for name, _, s, _ in rows if s and s[startup_batch[name]]["kiln"]
+               and s[startup_batch[name]]["ort"] and s[startup_batch[name]]["kiln"].get("startup_ms")
+               and s[startup_batch[name]]["ort"].get("startup_ms")
+               and s[startup_batch[name]]["kiln"]["startup_ms"]
+               <= STARTUP_TARGET * s[startup_batch[name]]["ort"]["startup_ms"]]
+    target_rows.append(
+        f"| (for reference) start-up ≤ {STARTUP_TARGET}× ORT's including Node's boot | "
+        f"{len(ok_incl)}/{sum(1 for _, _, s, _ in rows if s)} models | |")
     out += ["## Targets", "", "| target | measured | status |", "|---|---|---|"] + target_rows
     out += ["", "Ratios above 1 mean kiln is faster.", ""]
 
