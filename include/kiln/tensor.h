@@ -22,9 +22,8 @@ using Shape = std::vector<int64_t>;
 int64_t shape_numel(const Shape& s);
 std::string shape_str(const Shape& s);  // "[1, 3, 224, 224]"
 // Zeroed, 64-byte aligned storage (what tensors use): large buffers are mapped directly, so freeing them returns the
-// memory to the system at once; `huge` asks for transparent huge pages (for long-lived buffers of 2 MiB or more).
-// Throws kiln::Error when out of memory.
-std::shared_ptr<void> allocate_buffer(size_t bytes, bool huge = false);
+// memory to the system at once. Throws kiln::Error when out of memory.
+std::shared_ptr<void> allocate_buffer(size_t bytes);
 
 class Tensor {
  public:

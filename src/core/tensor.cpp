@@ -62,19 +62,16 @@ std::string shape_str(const Shape& s) {
 // lists -- glibc raises its mmap threshold after the first large free -- and still count as resident.
 constexpr size_t kMapBytes = 256 * 1024;
 
-// Long-lived buffers (prepared weights: `huge`) ask for transparent huge pages from 2 MiB on: fewer page
-// faults when first written and fewer TLB misses in the kernels that stream through them. Not for tensors in
-// general: weights freed during the first run (Plan::enable_constant_release) made that run's time erratic when they
-// were huge pages (measured: resnet50 first run 70-140 ms against a steady 75 ms).
-constexpr size_t kHugeBytes = 2 * 1024 * 1024;
+// No transparent huge pages: asked for on weights, prepared weights or arenas they saved page faults (resnet50
+// load 59 -> 42 ms) but made first runs erratic -- direct compaction when no huge page is free (vit_b_16 first
+// run 220-550 ms against a steady 245 ms; the nnU-Net tile net's 256 MiB arena 905 against 650 ms).
 
-std::shared_ptr<void> allocate_buffer(size_t bytes, bool huge) {
+std::shared_ptr<void> allocate_buffer(size_t bytes) {
   size_t n = (bytes + 63) / 64 * 64;
   if (n == 0) n = 64;
   if (n >= kMapBytes) {
     void* m = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) throw Error(ErrorCode::RuntimeError, "out of memory allocating " + std::to_string(bytes) + " bytes");
-    if (huge && n >= kHugeBytes) ::madvise(m, n, MADV_HUGEPAGE);  // advice only: ignored where THP is off
     return std::shared_ptr<void>(m, [n](void* q) { ::munmap(q, n); });
   }
   void* p = std::aligned_alloc(64, n);

@@ -514,8 +514,6 @@ uint8_t* Arena::get(size_t bytes) {
     buf_.reset();  // the old contents need not survive: free first, so the peak holds one buffer
     capacity_ = 0;
     try {
-      // Small pages: faulting a large arena in as huge pages cost more on its first run than it saved later
-      // (nnU-Net tile net, 256 MiB arena: first run 905 vs 650 ms, later runs 540 vs 555 ms).
       buf_ = allocate_buffer(bytes);
     } catch (const Error&) {
       throw Error(ErrorCode::RuntimeError, "out of memory allocating a " + std::to_string(bytes) + "-byte arena");

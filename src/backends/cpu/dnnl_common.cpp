@@ -52,7 +52,7 @@ dnnl::memory::data_type dnnl_type(DType t) {
 
 HeldMemory held_memory(const dnnl::memory::desc& d) {
   HeldMemory h;
-  h.buf = allocate_buffer(d.get_size(), true);
+  h.buf = allocate_buffer(d.get_size());
   h.mem = dnnl::memory(d, engine(), h.buf.get());
   return h;
 }

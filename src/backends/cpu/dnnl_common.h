@@ -18,9 +18,8 @@ dnnl::memory::format_tag channels_last_tag(int rank);
 // oneDNN data type for a kiln dtype (undef when oneDNN has none).
 dnnl::memory::data_type dnnl_type(DType t);
 
-// A oneDNN memory over kiln's own allocation (allocate_buffer: mapped, huge pages from 2 MiB), for data kept across
-// runs such as prepared weights: fewer page faults when it is made and fewer TLB misses when it is read. The
-// buffer lives as long as `buf` does.
+// A oneDNN memory over kiln's own allocation (allocate_buffer: large buffers mapped, returned to the system when
+// freed), for data kept across runs such as prepared weights. The buffer lives as long as `buf` does.
 struct HeldMemory {
   dnnl::memory mem;
   std::shared_ptr<void> buf;
