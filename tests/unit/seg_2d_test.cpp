@@ -15,6 +15,7 @@
 #include "io/npy.h"
 #include "kiln/session.h"
 #include "kiln_proto/onnx.pb.h"
+#include "onnx_build.h"
 #include "pipeline/seg/nifti.h"
 #include "pipeline/seg/predictor.h"
 #include "pipeline/seg/sliding_window.h"
@@ -50,24 +51,8 @@ struct TempDir {
 };
 
 // ---- a flip-sensitive fake network y = x * w + pos: 2D (N, C, p0, p1) or 3D (N, C, 1, p0, p1) flavour
-void set_type(onnx::ValueInfoProto* v, const std::string& name, const std::vector<std::string>& dims) {
-  v->set_name(name);
-  auto* tt = v->mutable_type()->mutable_tensor_type();
-  tt->set_elem_type(onnx::TensorProto::FLOAT);
-  for (auto& d : dims) {
-    auto* dim = tt->mutable_shape()->add_dim();
-    if (std::isdigit((unsigned char)d[0])) dim->set_dim_value(std::stoll(d));
-    else dim->set_dim_param(d);
-  }
-}
-void add_init(onnx::GraphProto* g, const std::string& name, const Tensor& t) {
-  auto* init = g->add_initializer();
-  init->set_name(name);
-  init->set_data_type(onnx::TensorProto::FLOAT);
-  for (int64_t d : t.shape()) init->add_dims(d);
-  init->set_raw_data(std::string((const char*)t.raw(), t.nbytes()));
-}
-// pos2d: (1, K, p0, p1). as_3d: the same network on one-slice 3D tiles (pos reshaped to (1, K, 1, p0, p1)).
+using testing_onnx::add_float_init;
+using testing_onnx::set_float_type;
 std::unique_ptr<Session> fake_net(int64_t C, const std::vector<float>& w, const Tensor& pos2d, bool as_3d) {
   const int64_t K = (int64_t)w.size();
   const std::string p0 = std::to_string(pos2d.dim(2)), p1 = std::to_string(pos2d.dim(3));
@@ -79,12 +64,12 @@ std::unique_ptr<Session> fake_net(int64_t C, const std::vector<float>& w, const 
   std::vector<std::string> in{"batch", std::to_string(C)}, out{"batch", std::to_string(K)};
   if (as_3d) in.push_back("1"), out.push_back("1");
   in.push_back(p0), in.push_back(p1), out.push_back(p0), out.push_back(p1);
-  set_type(g->add_input(), "image", in);
-  set_type(g->add_output(), "logits", out);
+  set_float_type(g->add_input(), "image", in);
+  set_float_type(g->add_output(), "logits", out);
   Tensor wt(DType::Float32, as_3d ? Shape{1, K, 1, 1, 1} : Shape{1, K, 1, 1});
   for (int64_t k = 0; k < K; ++k) wt.data<float>()[k] = w[(size_t)k];
-  add_init(g, "w", wt);
-  add_init(g, "pos", as_3d ? pos2d.reshaped({1, K, 1, pos2d.dim(2), pos2d.dim(3)}) : pos2d);
+  add_float_init(g, "w", wt);
+  add_float_init(g, "pos", as_3d ? pos2d.reshaped({1, K, 1, pos2d.dim(2), pos2d.dim(3)}) : pos2d);
   auto* n1 = g->add_node();
   n1->set_op_type("Mul");
   n1->add_input("image");

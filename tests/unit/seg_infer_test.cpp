@@ -13,6 +13,7 @@
 #include "io/npy.h"
 #include "kiln/session.h"
 #include "kiln_proto/onnx.pb.h"
+#include "onnx_build.h"
 #include "pipeline/seg/sliding_window.h"
 
 using namespace kiln;
@@ -54,23 +55,8 @@ Diff compare_fp16(const Tensor& a, const Tensor& b) {
 }
 
 // ---- a tiny flip-sensitive network: y = x * w + pos, x (N, C, p...), w (1, K, 1, 1, 1), pos (1, K, p...)
-void set_type(onnx::ValueInfoProto* v, const std::string& name, std::vector<std::string> dims) {
-  v->set_name(name);
-  auto* tt = v->mutable_type()->mutable_tensor_type();
-  tt->set_elem_type(onnx::TensorProto::FLOAT);
-  for (auto& d : dims) {
-    auto* dim = tt->mutable_shape()->add_dim();
-    if (std::isdigit((unsigned char)d[0])) dim->set_dim_value(std::stoll(d));
-    else dim->set_dim_param(d);
-  }
-}
-void add_init(onnx::GraphProto* g, const std::string& name, const Tensor& t) {
-  auto* init = g->add_initializer();
-  init->set_name(name);
-  init->set_data_type(onnx::TensorProto::FLOAT);
-  for (int64_t d : t.shape()) init->add_dims(d);
-  init->set_raw_data(std::string((const char*)t.raw(), t.nbytes()));
-}
+using testing_onnx::add_float_init;
+using testing_onnx::set_float_type;
 std::unique_ptr<Session> fake_net(int64_t C, const std::vector<float>& w, const Tensor& pos) {
   const int64_t K = (int64_t)w.size();
   onnx::ModelProto m;
@@ -79,12 +65,12 @@ std::unique_ptr<Session> fake_net(int64_t C, const std::vector<float>& w, const 
   auto* g = m.mutable_graph();
   g->set_name("fake_unet");
   const std::string p0 = std::to_string(pos.dim(2)), p1 = std::to_string(pos.dim(3)), p2 = std::to_string(pos.dim(4));
-  set_type(g->add_input(), "image", {"batch", std::to_string(C), p0, p1, p2});
-  set_type(g->add_output(), "logits", {"batch", std::to_string(K), p0, p1, p2});
+  set_float_type(g->add_input(), "image", {"batch", std::to_string(C), p0, p1, p2});
+  set_float_type(g->add_output(), "logits", {"batch", std::to_string(K), p0, p1, p2});
   Tensor wt(DType::Float32, {1, K, 1, 1, 1});
   for (int64_t k = 0; k < K; ++k) wt.data<float>()[k] = w[(size_t)k];
-  add_init(g, "w", wt);
-  add_init(g, "pos", pos);
+  add_float_init(g, "w", wt);
+  add_float_init(g, "pos", pos);
   auto* n1 = g->add_node();
   n1->set_op_type("Mul");
   n1->set_name("mul");
