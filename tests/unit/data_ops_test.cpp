@@ -276,6 +276,21 @@ TEST(DataOps, FastTransposeLargeFloat) {
   }
 }
 
+// Plain -> channels-last with few channels (an RGB input entering a channels-last network) has its own loop.
+TEST(DataOps, FewChannelLayoutCopyMatchesNaive) {
+  std::mt19937 rng(11);
+  for (int64_t N : {1, 2})
+    for (int64_t C : {2, 3, 4, 5})
+      for (int64_t S : {64, 1000, 224 * 224}) {
+        const int64_t n = N * C * S;
+        std::vector<float> in(n), a(n, -1), b(n, -2);
+        for (auto& v : in) v = (float)(rng() % 100000);
+        data::layout_copy(in.data(), a.data(), N, C, S, 4, true);
+        data::transpose_naive(b.data(), in.data(), {N, C, S}, {0, 2, 1}, 4);
+        ASSERT_EQ(a, b) << "N " << N << " C " << C << " S " << S;
+      }
+}
+
 // Strided copies with negative and zero strides (Slice with negative steps, Expand).
 TEST(DataOps, StridedCopyMatchesNaive) {
   std::mt19937 rng(99);

@@ -228,7 +228,24 @@ void transpose(void* dst, const void* src, const Shape& in_shape, const std::vec
   strided_copy(dst, src, out, st, esize);
 }
 
+// Few channels (an RGB image entering a channels-last network): the general path copies rows of C elements, one
+// short strided row per position; here each position gathers its C values from C sequential streams.
+template <class T>
+static void few_channels_to_cl(const T* src, T* dst, int64_t N, int64_t C, int64_t S) {
+  for (int64_t n = 0; n < N; ++n) {
+    const T* in = src + n * C * S;
+    T* out = dst + n * C * S;
+#pragma omp parallel for schedule(static) if (C * S * (int64_t)sizeof(T) > kParallelBytes)
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t c = 0; c < C; ++c) out[s * C + c] = in[c * S + s];
+  }
+}
+
 void layout_copy(const void* src, void* dst, int64_t N, int64_t C, int64_t S, size_t esize, bool to_cl) {
+  if (to_cl && C > 1 && C <= 4 && S >= 64 && esize == 4) {
+    few_channels_to_cl(static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), N, C, S);
+    return;
+  }
   transpose(dst, src, to_cl ? Shape{N, C, S} : Shape{N, S, C}, {0, 2, 1}, esize);
 }
 
