@@ -90,9 +90,10 @@ struct DnnlConv::Entry {
   HeldMemory w;              // weights in the primitive's layout (may share the store's buffer)
   size_t src_bytes = 0, dst_bytes = 0;  // sizes of the blocked copies (in the shared scratch buffer)
   dnnl::reorder src_reorder, dst_reorder, sum_reorder;  // sum_reorder: y (summand) -> blocked dst
+  dnnl::reorder w_reorder;   // non-constant W: user_w -> w, every call
   bool reorder_src = false, reorder_dst = false;
   dnnl::memory::desc w_md;  // the layout the primitive wants W in
-  uint64_t w_gen = 0;       // constant W: the store generation `w` was made from (0: none yet)
+  uint64_t w_gen = 0;       // constant W: the kept copy's version `w` holds (0: none yet)
 };
 
 DnnlConv::DnnlConv(ConvLayout layout) : layout_(layout) {}
@@ -227,35 +228,29 @@ bool DnnlConv::run(const ConvParams& p, const float* x, const float* w, const fl
   if (e->failed) return false;
 
   dnnl::stream& s = stream();
+  dnnl::memory w_mem;
   if (!weights_constant) {
     if (!w) return false;
-    if (!e->w || e->w_gen != 0) e->w = held_memory(e->w_md), e->w_gen = 0;
+    if (!e->w || e->w_gen != 0) {
+      e->w = held_memory(e->w_md);
+      e->w_gen = 0;
+      e->w_reorder = dnnl::reorder(e->user_w, e->w.mem);
+    }
     e->user_w.set_data_handle(const_cast<float*>(w));
-    dnnl::reorder(e->user_w, e->w.mem).execute(s, e->user_w, e->w.mem);
+    e->w_reorder.execute(s, e->user_w, e->w.mem);
+    w_mem = e->w.mem;
   } else {
     if (w) {
       const int64_t wn = p.transpose ? p.C * (p.M / p.G) * p.k_size() : p.M * (p.C / p.G) * p.k_size();
       const uint64_t fp = fingerprint(w, wn);
-      if (!store_.mem || store_.src != w || store_.fp != fp) {
-        store_.mem = held_memory(e->w_md);
+      if (!kept_.holds(w, fp)) {
         e->user_w.set_data_handle(const_cast<float*>(w));
-        dnnl::reorder(e->user_w, store_.mem.mem).execute(s, e->user_w, store_.mem.mem);
-        store_.src = w;
-        store_.fp = fp;
-        ++store_.gen;
+        kept_.keep(e->user_w, e->w_md, w, fp);
       }
-    } else if (!store_.mem) {
+    } else if (!kept_) {
       return false;
     }
-    if (e->w_gen != store_.gen) {
-      if (store_.mem.mem.get_desc() == e->w_md) {
-        e->w = store_.mem;  // shared, no copy
-      } else {
-        e->w = held_memory(e->w_md);
-        dnnl::reorder(store_.mem.mem, e->w.mem).execute(s, store_.mem.mem, e->w.mem);
-      }
-      e->w_gen = store_.gen;
-    }
+    w_mem = kept_.for_layout(e->w_md, e->w, e->w_gen);
   }
   if (e->reorder_src || e->reorder_dst) {
     uint8_t* buf = scratch(e->src_bytes + e->dst_bytes);
@@ -268,7 +263,7 @@ bool DnnlConv::run(const ConvParams& p, const float* x, const float* w, const fl
   e->user_dst.set_data_handle(y);
   if (e->reorder_src) e->src_reorder.execute(s, e->user_src, e->src);
   if (e->reorder_dst && has_sum(e->post)) e->sum_reorder.execute(s, e->user_dst, e->dst);
-  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, e->w.mem}, {DNNL_ARG_DST, e->dst}};
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, e->src}, {DNNL_ARG_WEIGHTS, w_mem}, {DNNL_ARG_DST, e->dst}};
   if (has_bias) {
     e->bias.set_data_handle(const_cast<float*>(b));
     args[DNNL_ARG_BIAS] = e->bias;
@@ -282,11 +277,8 @@ bool DnnlConv::run(const ConvParams& p, const float* x, const float* w, const fl
 }
 
 bool DnnlConv::unpack_weights(const ConvParams& p, float* dst) const {
-  if (!store_.mem) return false;
-  dnnl::memory plain(onnx_weights_md(p), engine(), dst);
-  dnnl::memory kept = store_.mem.mem;
-  dnnl::reorder(kept, plain).execute(stream(), kept, plain);
-  stream().wait();
+  if (!kept_) return false;
+  kept_.unpack(onnx_weights_md(p), dst);
   return true;
 }
 

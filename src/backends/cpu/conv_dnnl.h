@@ -39,7 +39,7 @@ class DnnlConv {
 
   // True when a constant W has been copied into oneDNN's layout: from then on run() and unpack_weights() need no
   // original.
-  bool holds_weights() const { return static_cast<bool>(store_.mem); }
+  bool holds_weights() const { return static_cast<bool>(kept_); }
   // Writes the kept weights back in ONNX's layout for p's geometry (for the reference kernel). False when none are
   // kept.
   bool unpack_weights(const ConvParams& p, float* dst) const;
@@ -55,13 +55,7 @@ class DnnlConv {
   ConvLayout layout_;
   ConvLayout last_layout_ = ConvLayout::Auto;
   std::list<std::unique_ptr<Entry>> entries_;  // most recently used first
-  // One copy of a constant W in the layout the first primitive chose; entries needing that layout share it, others
-  // keep a reorder of it. `gen` changes whenever it is remade from a (new) original.
-  struct WeightStore {
-    HeldMemory mem;
-    const float* src = nullptr;
-    uint64_t fp = 0, gen = 0;
-  } store_;
+  KeptWeights kept_;  // a constant W, in the layout the first primitive chose
 };
 
 }  // namespace kiln::cpu

@@ -57,4 +57,34 @@ HeldMemory held_memory(const dnnl::memory::desc& d) {
   return h;
 }
 
+void KeptWeights::keep(const dnnl::memory& original, const dnnl::memory::desc& want, const void* src, uint64_t fp) {
+  mem_ = held_memory(want);
+  dnnl::memory from = original;
+  dnnl::reorder(from, mem_.mem).execute(stream(), from, mem_.mem);
+  src_ = src;
+  fp_ = fp;
+  ++gen_;
+}
+
+const dnnl::memory& KeptWeights::for_layout(const dnnl::memory::desc& want, HeldMemory& slot, uint64_t& slot_gen,
+                                            const dnnl::memory::desc* want_view) const {
+  if (slot_gen != gen_) {
+    if (mem_.mem.get_desc() == want) {
+      slot = mem_;  // shared, no copy
+    } else {
+      slot = held_memory(want);
+      dnnl::memory from = mem_.mem, to(want_view ? *want_view : want, engine(), slot.buf.get());
+      dnnl::reorder(from, to).execute(stream(), from, to);
+    }
+    slot_gen = gen_;
+  }
+  return slot.mem;
+}
+
+void KeptWeights::unpack(const dnnl::memory::desc& plain, void* dst) const {
+  dnnl::memory from = mem_.mem, to(plain, engine(), dst);
+  dnnl::reorder(from, to).execute(stream(), from, to);
+  stream().wait();
+}
+
 }  // namespace kiln::cpu

@@ -27,4 +27,28 @@ struct HeldMemory {
 };
 HeldMemory held_memory(const dnnl::memory::desc& d);
 
+// One constant weight tensor kept in oneDNN's layout: made from the original in the layout of the first primitive
+// that needs it, it then serves every primitive of its kernel (for the kernels of Conv, MatMul and Gemm it is the
+// only copy once the plan frees the original, see Kernel::owns_constant).
+class KeptWeights {
+ public:
+  explicit operator bool() const { return static_cast<bool>(mem_); }
+  // Whether the kept copy was made from the buffer at `src` with fingerprint `fp`.
+  bool holds(const void* src, uint64_t fp = 0) const { return mem_ && src_ == src && fp_ == fp; }
+  // (Re)makes the kept copy in layout `want` from `original` (a view of the original weights at `src`).
+  void keep(const dnnl::memory& original, const dnnl::memory::desc& want, const void* src, uint64_t fp = 0);
+  // The weights for a primitive wanting layout `want`: the kept buffer itself when the layouts agree, else a reorder
+  // of it into `slot`, redone when the kept copy was remade (`slot_gen` records which one `slot` holds; 0: none).
+  // `want_view`: how to see `slot` for that reorder when `want` has other (unit) dims than the kept copy.
+  const dnnl::memory& for_layout(const dnnl::memory::desc& want, HeldMemory& slot, uint64_t& slot_gen,
+                                 const dnnl::memory::desc* want_view = nullptr) const;
+  // Writes the kept weights into `dst`, laid out as `plain` says.
+  void unpack(const dnnl::memory::desc& plain, void* dst) const;
+
+ private:
+  HeldMemory mem_;
+  const void* src_ = nullptr;
+  uint64_t fp_ = 0, gen_ = 0;
+};
+
 }  // namespace kiln::cpu

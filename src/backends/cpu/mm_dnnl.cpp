@@ -61,8 +61,8 @@ struct MatmulCache::Entry {
   memory src, wei, dst, bias;
   bool reorder_wei = false;        // weights kept in a oneDNN-chosen layout
   memory::desc wei_plain, wei_desc;  // B as given; B as the primitive wants it
-  cpu::HeldMemory wei_kept;        // B in wei_desc (constant B: shared with the store when the layouts agree)
-  uint64_t wei_gen = 0;            // store generation wei_kept was made from (0: none)
+  cpu::HeldMemory wei_kept;        // constant B in wei_desc (the kept copy itself when the layouts agree)
+  uint64_t wei_gen = 0;            // the kept copy's version wei_kept holds (0: none)
 };
 
 MatmulCache::MatmulCache() = default;
@@ -137,37 +137,16 @@ bool MatmulCache::run(const MatmulCall& c0) {
   e->src.set_data_handle(const_cast<float*>(c.a));
   e->dst.set_data_handle(c.y);
   std::unordered_map<int, memory> args{{DNNL_ARG_SRC, e->src}, {DNNL_ARG_DST, e->dst}};
+  // Only a constant 2-D B is asked for in oneDNN's layout (try_any), so reorder_wei implies b_const.
   if (c.b_const && (e->reorder_wei || !c.b)) {
-    // A constant B lives in the store, in the layout of the first primitive that reordered it.
-    if (c.b && (!store_.mem || store_.src != c.b)) {
-      memory plain(e->wei_plain, cpu::engine(), const_cast<float*>(c.b));
-      store_.mem = cpu::held_memory(e->wei_desc);
-      dnnl::reorder(plain, store_.mem.mem).execute(s, plain, store_.mem.mem);
-      store_.src = c.b;
-      ++store_.gen;
-    }
-    if (!store_.mem) return false;
-    if (e->wei_gen != store_.gen) {
-      if (store_.mem.mem.get_desc() == e->wei_desc) {
-        e->wei_kept = store_.mem;
-      } else {
-        // Another layout (or plain, for a freed original): a reorder of the kept copy, seen as logical [K, N].
-        const memory::desc& want = e->wei_desc;
-        e->wei_kept = cpu::held_memory(want);
-        const Shape kn{c.bs[c.bs.size() - 2], c.bs.back()};
-        memory src2(store_.mem.mem.get_desc(), cpu::engine(), store_.mem.buf.get());
-        memory dst2(want.dims().size() == 2 ? want : memory::desc(cpu::to_dims(kn), dt::f32, strides_for(kn, c.trans_b)),
-                    cpu::engine(), e->wei_kept.buf.get());
-        dnnl::reorder(src2, dst2).execute(s, src2, dst2);
-      }
-      e->wei_gen = store_.gen;
-    }
-    args[DNNL_ARG_WEIGHTS] = e->wei_kept.mem;
-  } else if (e->reorder_wei) {
-    memory plain(e->wei_plain, cpu::engine(), const_cast<float*>(c.b));
-    if (!e->wei_kept) e->wei_kept = cpu::held_memory(e->wei_desc);
-    dnnl::reorder(plain, e->wei_kept.mem).execute(s, plain, e->wei_kept.mem);
-    args[DNNL_ARG_WEIGHTS] = e->wei_kept.mem;
+    if (c.b && !kept_.holds(c.b))
+      kept_.keep(memory(e->wei_plain, cpu::engine(), const_cast<float*>(c.b)), e->wei_desc, c.b);
+    if (!kept_) return false;
+    // A plain entry for a freed B may be [1, ..., K, N]: reorder into it seen as [K, N], like the kept copy.
+    const Shape kn{c.bs[c.bs.size() - 2], c.bs.back()};
+    const memory::desc kn_view(cpu::to_dims(kn), dt::f32, strides_for(kn, c.trans_b));
+    args[DNNL_ARG_WEIGHTS] = kept_.for_layout(e->wei_desc, e->wei_kept, e->wei_gen,
+                                              e->wei_desc.dims().size() == 2 ? nullptr : &kn_view);
   } else {
     e->wei.set_data_handle(const_cast<float*>(c.b));
     args[DNNL_ARG_WEIGHTS] = e->wei;
@@ -182,12 +161,9 @@ bool MatmulCache::run(const MatmulCall& c0) {
 }
 
 bool MatmulCache::unpack_b(int64_t K, int64_t N, bool trans_b, float* dst) const {
-  if (!store_.mem) return false;
+  if (!kept_) return false;
   const Shape kn{K, N};
-  memory plain(memory::desc(cpu::to_dims(kn), dt::f32, strides_for(kn, trans_b)), cpu::engine(), dst);
-  memory src(store_.mem.mem.get_desc(), cpu::engine(), store_.mem.buf.get());
-  dnnl::reorder(src, plain).execute(cpu::stream(), src, plain);
-  cpu::stream().wait();
+  kept_.unpack(memory::desc(cpu::to_dims(kn), dt::f32, strides_for(kn, trans_b)), dst);
   return true;
 }
 

@@ -58,19 +58,14 @@ class MatmulCache {
   // Runs the product with oneDNN; false when oneDNN cannot express it (the caller falls back).
   bool run(const MatmulCall& c);
   // True once a constant B has been copied into a oneDNN-chosen layout: later calls need no original.
-  bool holds_weights() const { return static_cast<bool>(store_.mem); }
+  bool holds_weights() const { return static_cast<bool>(kept_); }
   // Writes the kept B back as logical [K, N] (stored [N, K] when trans_b). False when none is kept.
   bool unpack_b(int64_t K, int64_t N, bool trans_b, float* dst) const;
 
  private:
   struct Entry;
   std::vector<std::unique_ptr<Entry>> entries_;   // most recently used first
-  // One copy of a constant B in the layout the first primitive chose, shared by the entries that want that layout.
-  struct WeightStore {
-    cpu::HeldMemory mem;
-    const float* src = nullptr;
-    uint64_t gen = 0;
-  } store_;
+  cpu::KeptWeights kept_;  // a constant B, in the layout the first primitive that reordered it chose
 };
 
 class PoolCache {
