@@ -36,7 +36,7 @@ struct LoadCtx {
 // Drops the whole pages inside [p, p + n) of a read-only file mapping from the resident set (they are re-read
 // from the file if ever touched again).
 void release_pages(const char* p, size_t n) {
-  const uintptr_t page = 4096;
+  static const uintptr_t page = (uintptr_t)::sysconf(_SC_PAGESIZE);
   uintptr_t b = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
   uintptr_t e = (reinterpret_cast<uintptr_t>(p) + n) & ~(page - 1);
   if (e > b) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
