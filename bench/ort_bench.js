@@ -1,10 +1,13 @@
 #!/usr/bin/env node
 // Benchmark one ONNX model with onnxruntime-node, mirroring the `kiln bench` CLI:
 //   node bench/ort_bench.js MODEL.onnx [--shape name=1x3x224x224]... [--threads N]
-//                           [--runs N] [--warmup N] [--json]
+//                           [--runs N] [--warmup N] [--json] [--profile PREFIX]
 // Every graph input gets a random float32 tensor. Without --shape, an input's
 // shape comes from the model, with symbolic (dynamic) dims set to 1.
 // --json prints one object: median_ms, p90_ms, load_ms, peak_rss_mb (+ extras).
+// --profile PREFIX turns on ORT's own profiler: it writes PREFIX_<date>.json, a Chrome trace with
+// one event per node per run (its node names, after ORT's fusions), for side-by-side comparison
+// with `kiln bench --profile`. Profiling adds overhead; don't take latencies from such a run.
 // Start-up, as in `kiln bench`: when KILN_BENCH_SPAWN_NS holds the CLOCK_REALTIME time (ns since the
 // epoch) at which the caller spawned this process, the JSON adds boot_ms (spawn -> this script's
 // first line: Node.js itself starting), first_output_ms_since_spawn (spawn -> first inference output
@@ -32,12 +35,12 @@ function spawnMs() {
 function usage(msg) {
   if (msg) console.error(`error: ${msg}`);
   console.error('usage: ort_bench.js MODEL.onnx [--shape name=AxBxC]... [--threads N] ' +
-                '[--runs N] [--warmup N] [--json]');
+                '[--runs N] [--warmup N] [--json] [--profile PREFIX]');
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const opts = { model: null, shapes: {}, threads: 2, runs: 20, warmup: 3, json: false };
+  const opts = { model: null, shapes: {}, threads: 2, runs: 20, warmup: 3, json: false, profile: null };
   const intArg = (i) => {
     const v = Number.parseInt(argv[i], 10);
     if (!Number.isInteger(v) || v < 0) usage(`bad value for ${argv[i - 1]}: ${argv[i]}`);
@@ -47,6 +50,7 @@ function parseArgs(argv) {
     const a = argv[i];
     if (a === '--json') opts.json = true;
     else if (a === '--threads') opts.threads = intArg(++i);
+    else if (a === '--profile') opts.profile = argv[++i] || usage('--profile needs a file prefix');
     else if (a === '--runs') opts.runs = intArg(++i);
     else if (a === '--warmup') opts.warmup = intArg(++i);
     else if (a === '--shape') {
@@ -105,6 +109,7 @@ async function main() {
     interOpNumThreads: 1,
     graphOptimizationLevel: 'all',
     executionMode: 'sequential',
+    ...(opts.profile ? { enableProfiling: true, profileFilePrefix: opts.profile } : {}),
   });
   const loadMs = msSince(t0);
 
@@ -167,6 +172,7 @@ async function main() {
                 `p90 ${result.p90_ms.toFixed(3)} ms, load ${result.load_ms.toFixed(1)} ms, ` +
                 `peak RSS ${result.peak_rss_mb.toFixed(1)} MB`);
   }
+  if (opts.profile) session.endProfiling();
   await session.release();
 }
 

@@ -328,6 +328,8 @@ class ConvKernel : public Kernel {
 
   // After the first oneDNN run a constant W is kept in oneDNN's layout; the original is not needed again.
   bool owns_constant(int input) const override { return input == 1 && w_constant_ && dnnl_.holds_weights(); }
+  // A fused sum accumulates onto the summand where it lies (no copy into Y first).
+  int inplace_input() const override { return cpu::has_sum(post_) ? 3 : -1; }
 
   void run(RunContext& ctx) override {
     const Node& n = ctx.node();
@@ -385,6 +387,12 @@ class ConvKernel : public Kernel {
       w_plain = Tensor(w.dtype(), w.shape());
       dnnl_.unpack_weights(p, w_plain.data<float>());
       wp = &w_plain;
+    }
+    // The plan may have put Y in the summand's buffer (inplace_input): keep the summand before Y is written.
+    Tensor sum_kept;
+    if (sum && sum->raw() == y.raw()) {
+      sum_kept = sum->clone();
+      sum = &sum_kept;
     }
     // Reference path, on plain tensors.
     Tensor x_plain, y_plain;

@@ -94,6 +94,11 @@ class Kernel {
   virtual bool owns_constant(int input) const { return false; }
   // The plan freed constant input `input`: drop any reference the kernel still holds to its storage.
   virtual void constant_released(int input) {}
+  // An input whose storage output 0 may take over (-1: none). The plan gives both one buffer when that input is a
+  // computed value read for the last time by this node, read only once by it, with output 0's byte size and
+  // layout; the kernel must then compute correctly with the input and output aliased (e.g. a Conv's fused sum
+  // accumulates onto its summand in place instead of copying it first).
+  virtual int inplace_input() const { return -1; }
 };
 
 // Creates the kernel for one node (parses and validates attributes once).

@@ -329,17 +329,35 @@ void Plan::plan_memory(ShapePlan& sp) const {
       if (id >= 0) sp.last_use[id] = (int)si;
   struct Block { int id; size_t size; int start, end; };
   std::vector<Block> blocks;
+  std::vector<int> block_of(nv, -1);  // per value: its block (a value computed in place shares its input's)
   for (size_t si = 0; si < sp.steps.size(); ++si) {
     auto& s = sp.steps[si];
     if (s.dynamic) continue;
-    for (int id : s.out) {
+    const int ip = s.node >= 0 ? kernels_[s.node]->inplace_input() : -1;
+    for (size_t o = 0; o < s.out.size(); ++o) {
+      const int id = s.out[o];
       if (id < 0 || sp.is_output[id]) continue;
       size_t bytes = sp.types[id].fully_known() ? (size_t)shape_numel(sp.types[id].concrete()) * dtype_size(sp.types[id].dtype) : 0;
       if (!dtype_supported(sp.types[id].dtype)) continue;
+      bytes = (bytes + 63) / 64 * 64;
       int end = std::max<int>(sp.last_use[id], (int)si);
-      blocks.push_back({id, (bytes + 63) / 64 * 64, (int)si, end});
+      if (o == 0 && ip >= 0 && ip < (int)s.in.size()) {
+        const int a = s.in[ip];
+        const bool read_once = a >= 0 && std::count(s.in.begin(), s.in.end(), a) == 1;
+        if (read_once && block_of[a] >= 0 && sp.last_use[a] == (int)si && blocks[block_of[a]].size == bytes &&
+            bytes > 0 && sp.layout[a] == sp.layout[id]) {
+          Block& b = blocks[block_of[a]];
+          b.end = std::max(b.end, end);
+          block_of[id] = block_of[a];
+          continue;
+        }
+      }
+      block_of[id] = (int)blocks.size();
+      blocks.push_back({id, bytes, (int)si, end});
     }
   }
+  std::vector<int> blocks_by_index(blocks.size());  // block index (before sorting) -> the value that owns it
+  for (size_t i = 0; i < blocks.size(); ++i) blocks_by_index[i] = blocks[i].id;
   // Largest first, each at the lowest offset free for its whole lifetime.
   std::sort(blocks.begin(), blocks.end(), [](const Block& a, const Block& b) {
     return a.size != b.size ? a.size > b.size : a.start < b.start;
@@ -362,6 +380,11 @@ void Plan::plan_memory(ShapePlan& sp) const {
     sp.offset[b.id] = (int64_t)off;
     total = std::max(total, off + b.size);
   }
+  for (size_t id = 0; id < nv; ++id)
+    if (block_of[id] >= 0) {
+      const int owner = blocks_by_index[block_of[id]];
+      sp.offset[id] = sp.offset[owner];
+    }
   sp.arena_bytes = total;
 }
 
@@ -507,6 +530,13 @@ std::vector<Tensor> Plan::run(const std::vector<const Tensor*>& inputs) {
   }
   sp.release_checked = true;
   return outs;
+}
+
+int64_t Plan::last_arena_offset(const std::string& name) const {
+  auto it = ids_.find(name);
+  if (it == ids_.end() || cache_.empty()) return -1;
+  const ShapePlan& sp = cache_.front();
+  return it->second < (int)sp.offset.size() ? sp.offset[it->second] : -1;
 }
 
 uint8_t* Arena::get(size_t bytes) {

@@ -48,6 +48,8 @@ class Plan {
   // Runs with inputs in graph-input order.
   std::vector<Tensor> run(const std::vector<const Tensor*>& inputs);
   size_t last_arena_bytes() const { return last_arena_bytes_; }
+  // Where value `name` lies in the arena in the most recently used shape plan (-1: not in the arena, or unknown).
+  int64_t last_arena_offset(const std::string& name) const;
   // Layout statistics of the most recently used shape plan: {steps, channels-last steps, conversions}.
   std::array<int, 3> last_layout_stats() const { return last_layout_stats_; }
   int value_id(const std::string& name) const;
