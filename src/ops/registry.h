@@ -99,6 +99,9 @@ class Kernel {
   // layout; the kernel must then compute correctly with the input and output aliased (e.g. a Conv's fused sum
   // accumulates onto its summand in place instead of copying it first).
   virtual int inplace_input() const { return -1; }
+  // Output 0 is input 0's bytes unchanged under another shape (Reshape, Flatten, Squeeze, Unsqueeze): the plan may
+  // let output 0 share input 0's buffer for as long as either is read, and the kernel then copies nothing.
+  virtual bool output_views_input() const { return false; }
 };
 
 // Creates the kernel for one node (parses and validates attributes once).

@@ -113,6 +113,7 @@ class ReshapeK : public Kernel {
     ctx.set_output(0, make_type(x.dtype, reshape_dims(n_, x, *shape, allowzero_)));
   }
   void run(RunContext& ctx) override { copy_all(ctx); }
+  bool output_views_input() const override { return true; }
 
  private:
   bool allowzero_;
@@ -134,6 +135,7 @@ class FlattenK : public Kernel {
     ctx.set_output(0, make_type(x.dtype, {data::dim_product(x.dims, 0, a), data::dim_product(x.dims, a, r)}));
   }
   void run(RunContext& ctx) override { copy_all(ctx); }
+  bool output_views_input() const override { return true; }
 
  private:
   int64_t axis_;
@@ -183,6 +185,7 @@ class SqueezeK : public Kernel {
     ctx.set_output(0, make_type(x.dtype, out));
   }
   void run(RunContext& ctx) override { copy_all(ctx); }
+  bool output_views_input() const override { return true; }
 
  private:
   int opset_;
@@ -225,6 +228,7 @@ class UnsqueezeK : public Kernel {
     ctx.set_output(0, make_type(x.dtype, out));
   }
   void run(RunContext& ctx) override { copy_all(ctx); }
+  bool output_views_input() const override { return true; }
 
  private:
   int opset_;

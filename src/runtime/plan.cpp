@@ -333,7 +333,10 @@ void Plan::plan_memory(ShapePlan& sp) const {
   for (size_t si = 0; si < sp.steps.size(); ++si) {
     auto& s = sp.steps[si];
     if (s.dynamic) continue;
-    const int ip = s.node >= 0 ? kernels_[s.node]->inplace_input() : -1;
+    // Output 0 may take over an input's buffer: a view (the same bytes, whatever else still reads them), or an
+    // in-place write (only when nothing else in that buffer is read after this step).
+    const bool view = s.node >= 0 && kernels_[s.node]->output_views_input();
+    const int ip = view ? 0 : s.node >= 0 ? kernels_[s.node]->inplace_input() : -1;
     for (size_t o = 0; o < s.out.size(); ++o) {
       const int id = s.out[o];
       if (id < 0 || sp.is_output[id]) continue;
@@ -344,8 +347,8 @@ void Plan::plan_memory(ShapePlan& sp) const {
       if (o == 0 && ip >= 0 && ip < (int)s.in.size()) {
         const int a = s.in[ip];
         const bool read_once = a >= 0 && std::count(s.in.begin(), s.in.end(), a) == 1;
-        if (read_once && block_of[a] >= 0 && sp.last_use[a] == (int)si && blocks[block_of[a]].size == bytes &&
-            bytes > 0 && sp.layout[a] == sp.layout[id]) {
+        if (a >= 0 && block_of[a] >= 0 && (view || (read_once && blocks[block_of[a]].end == (int)si)) &&
+            blocks[block_of[a]].size == bytes && bytes > 0 && sp.layout[a] == sp.layout[id]) {
           Block& b = blocks[block_of[a]];
           b.end = std::max(b.end, end);
           block_of[id] = block_of[a];
