@@ -93,6 +93,28 @@ class ConcatK : public Kernel {
     const size_t es = dtype_size(y.dtype());
     const int64_t N = y.dim(0), C = y.dim(1), S = y.numel() / std::max<int64_t>(1, N * C);
     uint8_t* dst = (uint8_t*)y.raw();
+    bool all_cl = true;
+    for (int i = 0; i < ctx.num_inputs(); ++i) all_cl = all_cl && ctx.input_layout(i) == Layout::ChannelsLast;
+    if (all_cl) {
+      // One pass over the output rows, each assembled from every input's row (DenseNet concatenates up to ~50
+      // inputs: one parallel region and sequential writes instead of one strided sweep per input).
+      std::vector<const uint8_t*> srcs;
+      std::vector<size_t> widths;
+      for (int i = 0; i < ctx.num_inputs(); ++i) {
+        srcs.push_back((const uint8_t*)ctx.input(i).raw());
+        widths.push_back((size_t)(ctx.input(i).dim(1) * (int64_t)es));
+      }
+      const size_t row_bytes = (size_t)C * es;
+#pragma omp parallel for schedule(static) if (N * S * C > (1 << 16))
+      for (int64_t row = 0; row < N * S; ++row) {
+        uint8_t* d = dst + row * row_bytes;
+        for (size_t i = 0; i < srcs.size(); ++i) {
+          std::memcpy(d, srcs[i] + row * widths[i], widths[i]);
+          d += widths[i];
+        }
+      }
+      return;
+    }
     int64_t off = 0;
     for (int i = 0; i < ctx.num_inputs(); ++i) {
       const Tensor& x = ctx.input(i);

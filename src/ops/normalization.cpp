@@ -7,6 +7,7 @@
 
 #include <cmath>
 
+#include "backends/cpu/conv_postops.h"
 #include "backends/cpu/red_kernels.h"
 #include "backends/cpu/red_util.h"
 
@@ -85,6 +86,10 @@ class BatchNormK : public Kernel {
     if (!training_ && n.outputs.size() > 1)
       for (size_t i = 1; i < n.outputs.size(); ++i)
         if (!n.outputs[i].empty()) fail(n.describe() + ": running_mean/var outputs need training_mode=1");
+    // Activations fused by graph/passes (fuse_activation), applied to the normalized output.
+    post_ = cpu::post_ops_of(n);
+    if (cpu::has_sum(post_)) fail(n.describe() + ": a fused 'sum' is not supported on BatchNormalization");
+    if (!post_.empty() && training_) fail(n.describe() + ": fused activations need inference mode");
   }
   void infer(InferContext& ctx) override {
     same_as_input(node_, ctx, 2);
@@ -101,6 +106,8 @@ class BatchNormK : public Kernel {
 
   void run(RunContext& ctx) override {
     const Tensor& x = ctx.input(0);
+    if (!post_.empty() && (x.dtype() != DType::Float32 || ctx.output(0).dtype() != DType::Float32))
+      unsupported(node_.describe() + ": fused activations need float32, got " + dtype_name(x.dtype()));
     const int64_t N = x.dim(0), C = x.dim(1), S = x.numel() / std::max<int64_t>(1, N * C);
     auto scale = vec_param(node_, ctx.input(1), C, "scale");
     auto bias = vec_param(node_, ctx.input(2), C, "B");
@@ -116,9 +123,17 @@ class BatchNormK : public Kernel {
       const float* xp = x.data<float>();
       float* yp = ctx.output(0).data<float>();
       const int64_t rows = N * S;
+      const bool relu = post_.size() == 1 && post_[0].kind == cpu::PostKind::Relu;
+      if (relu) {
+#pragma omp parallel for schedule(static) if (rows * C > (1 << 15))
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t c = 0; c < C; ++c) yp[r * C + c] = std::max(xp[r * C + c] * a[c] + b[c], 0.f);
+        return;
+      }
 #pragma omp parallel for schedule(static) if (rows * C > (1 << 15))
       for (int64_t r = 0; r < rows; ++r)
         for (int64_t c = 0; c < C; ++c) yp[r * C + c] = xp[r * C + c] * a[c] + b[c];
+      cpu::apply_post_ops_ref(post_, yp, rows * C, nullptr);
       return;
     }
     Tensor xf = cpu::red_as_f32(x);
@@ -157,6 +172,7 @@ class BatchNormK : public Kernel {
         b[n * C + c] = bias[c] - mean[c] * scale[c] * inv;
       }
     cpu::red_row_affine_f32(xp, yf.data<float>(), N * C, S, a.data(), b.data());
+    cpu::apply_post_ops_ref(post_, yf.data<float>(), yf.numel(), nullptr);
     cpu::red_store_f32(yf, ctx.output(0));
   }
 
@@ -164,6 +180,7 @@ class BatchNormK : public Kernel {
   Node node_;
   float eps_, momentum_;
   bool training_ = false;
+  std::vector<cpu::PostOp> post_;
 };
 
 // ---------------------------------------------------------------------------------------------------

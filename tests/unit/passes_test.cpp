@@ -356,6 +356,86 @@ TEST(Passes, ResidualSumKeepsALiveSummand) {
   EXPECT_NE(plan.last_arena_offset("R"), plan.last_arena_offset(d));
 }
 
+// Reshape shares its input's buffer (Kernel::output_views_input). A fused sum must then not accumulate in place of
+// a summand whose view is still read later: the later reader would see the sum instead of the summand.
+TEST(Passes, InPlaceSumWaitsForViewsOfItsSummand) {
+  std::mt19937 rng(10);
+  G v;
+  v.input("X", {1, 8, 9, 9});
+  Tensor shape(DType::Int64, {3});
+  shape.data<int64_t>()[0] = 1;
+  shape.data<int64_t>()[1] = 8;
+  shape.data<int64_t>()[2] = 81;
+  v.init("shape", shape);
+  std::string a1 = add_conv(v, "X", rng, "1", 8, 8);
+  std::string d = add_conv(v, "X", rng, "3", 8, 8);
+  std::string view = v.node("Reshape", {d, "shape"});   // a view of d, read at the end
+  std::string a2 = add_conv(v, a1, rng, "2", 8, 8);
+  std::string sum = v.node("Add", {d, a2});
+  std::string r = v.node("Relu", {sum}, {}, "R");
+  std::string rv = v.node("Reshape", {r, "shape"});
+  v.node("Mul", {rv, view}, {}, "Y");
+  v.output("Y");
+  const std::vector<Tensor> in{rnd({1, 8, 9, 9}, rng)};
+  Graph g = optimize_and_compare(v.g, in);
+  ASSERT_EQ(count_op(g, "Add"), 0);
+  // Plain layouts throughout (channels-last would put a conversion copy between d and the Reshape).
+  Plan plan(g, 2, /*channels_last=*/false);
+  std::vector<const Tensor*> ptrs{&in[0]};
+  auto got = plan.run(ptrs);
+  expect_close(got[0], run_graph(v.g, in)[0]);
+  ASSERT_GE(plan.last_arena_offset(d), 0);
+  EXPECT_EQ(plan.last_arena_offset(view), plan.last_arena_offset(d));  // the view shares d's buffer
+  EXPECT_NE(plan.last_arena_offset("R"), plan.last_arena_offset(d));   // so the sum does not write there
+}
+
+// Inference BatchNormalization followed by an activation becomes one node (DenseNet's BN -> ReLU before each conv):
+// channels-last after a Conv (ReLU inline, Sigmoid through the generic post-op path) and plain on a graph input.
+TEST(Passes, BatchNormActivation) {
+  for (const char* act : {"Relu", "Sigmoid"}) {
+    for (bool after_conv : {true, false}) {
+      SCOPED_TRACE(std::string(act) + (after_conv ? " after a conv" : " on the input"));
+      std::mt19937 rng(12);
+      G b;
+      b.input("X", {2, 8, 9, 9});
+      std::string x = after_conv ? add_conv(b, "X", rng, "1", 8, 8) : "X";
+      b.init("s", rnd({8}, rng));
+      b.init("bb", rnd({8}, rng));
+      b.init("m", rnd({8}, rng));
+      b.init("v", rnd({8}, rng, 0.5f, 2.f));
+      std::string bn = b.node("BatchNormalization", {x, "s", "bb", "m", "v"});
+      b.node(act, {bn}, {}, "Y");
+      b.output("Y");
+      Graph g = optimize_and_compare(b.g, {rnd({2, 8, 9, 9}, rng, -2, 2)});
+      EXPECT_EQ(count_op(g, act), 0);
+      ASSERT_EQ(count_op(g, "BatchNormalization"), 1);
+      for (auto& n : g.nodes)
+        if (n.op_type == "BatchNormalization") {
+          EXPECT_EQ(post_names(n), (std::vector<std::string>{std::string(act) == "Relu" ? "relu" : "sigmoid"}));
+          EXPECT_EQ(n.outputs[0], "Y");
+        }
+    }
+  }
+}
+
+// A Pad that pads nothing is the identity (DenseNet's transitions export AvgPool as Pad(0) + AveragePool); real
+// padding stays.
+TEST(Passes, ZeroPadIsRemoved) {
+  for (int64_t p : {0, 1}) {
+    std::mt19937 rng(13);
+    G b;
+    b.input("X", {1, 4, 6, 6});
+    Tensor pads(DType::Int64, {8});
+    for (int i = 0; i < 8; ++i) pads.data<int64_t>()[i] = (i == 2 || i == 7) ? p : 0;
+    b.init("pads", pads);
+    std::string y = b.node("Pad", {"X", "pads"});
+    b.node("AveragePool", {y}, {{"kernel_shape", aints({2, 2})}, {"strides", aints({2, 2})}}, "Y");
+    b.output("Y");
+    Graph g = optimize_and_compare(b.g, {rnd({1, 4, 6, 6}, rng)});
+    EXPECT_EQ(count_op(g, "Pad"), p == 0 ? 0 : 1) << "pads " << p;
+  }
+}
+
 TEST(Passes, AddWithBroadcastIsNotFused) {
   std::mt19937 rng(8);
   G b;

@@ -1,5 +1,6 @@
 #include "graph/passes/passes.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -149,6 +150,18 @@ bool eliminate_identity(Graph& g) {
       double ratio = -1;
       if (training && n.has_input(1) && scalar_const(g, n.inputs[1], &ratio) && ratio == 0) training = false;
       identity = !mask_used && !training;
+    }
+    if (is_op(n, "Pad")) {
+      // Zero padding on every side, whatever the mode (DenseNet's transitions export AvgPool as Pad(0) + AvgPool).
+      std::vector<int64_t> pads;
+      if (g.opset("") < 11) {
+        pads = n.attr_ints("pads", {});
+      } else if (n.has_input(1)) {
+        auto it = g.initializers.find(n.inputs[1]);
+        if (it != g.initializers.end() && it->second.dtype() == DType::Int64 && it->second.raw())
+          pads.assign(it->second.data<int64_t>(), it->second.data<int64_t>() + it->second.numel());
+      }
+      identity = !pads.empty() && std::all_of(pads.begin(), pads.end(), [](int64_t p) { return p == 0; });
     }
     if (!identity || n.inputs.empty() || !n.has_input(0) || n.outputs.empty() || n.outputs[0].empty()) continue;
     const std::string x = resolve(n.inputs[0]), y = n.outputs[0];
@@ -421,7 +434,10 @@ bool fuse_activation(Graph& g, const TypeMap& types) {
     Node& p = g.nodes[pi];
     const bool conv = is_op(p, "Conv") || is_op(p, "ConvTranspose");
     const bool mm = is_op(p, "MatMul") || (p.op_type == "FusedMatMul" && p.domain == "kiln");
-    if ((!conv && !mm) || p.outputs.size() != 1) continue;
+    // Inference-mode BatchNormalization (one output) followed by an activation: one pass over the data instead of
+    // two (DenseNet's pre-activation BN -> ReLU before every convolution).
+    const bool bn = is_op(p, "BatchNormalization") && p.attr_int("training_mode", 0) == 0;
+    if ((!conv && !mm && !bn) || p.outputs.size() != 1) continue;
     const std::string y = p.outputs[0];
     if (!is_float32(types, y) || u.outputs.count(y) || u.pinned.count(y)) continue;
     PostOp op;
