@@ -1,6 +1,8 @@
 // MaxPool, AveragePool, LpPool and their Global variants.
 // float32 MaxPool/AveragePool run on oneDNN pooling where its semantics match ONNX; everything else
 // (Indices output, Lp, other types, include-pad averages over a ceil_mode overhang) on the reference.
+#include <omp.h>
+
 #include <cmath>
 
 #include "backends/cpu/data_util.h"
@@ -197,31 +199,43 @@ class GlobalPoolK : public Kernel {
     mm::global_pool(X.dtype(), kind_, p_, X.raw(), Y.raw(), planes, size);
   }
 
-  // x: N x size x C (channels-last); y: N x C. Channels are contiguous, so the loop vectorises over C.
+  // x: N x size x C (channels-last); y: N x C. Channels are contiguous, so the loops vectorise over C. The
+  // positions are split between threads (each reads whole contiguous rows; a split over channel blocks left
+  // threads idle when C is not a multiple of 128 and read each row in strided pieces); the T partial results
+  // are combined in order, so a given thread count always gives the same answer.
   void global_pool_channels_last(const float* x, float* y, int64_t N, int64_t C, int64_t size) const {
     const bool is_max = kind_ == PoolKind::Max;
+    const int T = size * C > 65536 ? std::max(1, std::min<int>(omp_get_max_threads(), (int)(size / 16))) : 1;
+    // Per thread and channel: a max, or a double sum of float partial sums over runs of 64 positions.
+    std::vector<double> acc((size_t)T * C);
     for (int64_t n = 0; n < N; ++n) {
       const float* xn = x + n * size * C;
-      float* yn = y + n * C;
-#pragma omp parallel for schedule(static) if (size * C > 65536)
-      for (int64_t c0 = 0; c0 < C; c0 += 64) {
-        const int64_t c1 = std::min(C, c0 + 64);
+#pragma omp parallel for schedule(static, 1) num_threads(T) if (T > 1)
+      for (int t = 0; t < T; ++t) {
+        const int64_t s_begin = size * t / T, s_end = size * (t + 1) / T;
+        double* a = acc.data() + (size_t)t * C;
+        std::vector<float> part(C);
         if (is_max) {
-          for (int64_t c = c0; c < c1; ++c) yn[c] = xn[c];
-          for (int64_t s = 1; s < size; ++s)
-            for (int64_t c = c0; c < c1; ++c) yn[c] = std::max(yn[c], xn[s * C + c]);
+          for (int64_t c = 0; c < C; ++c) part[c] = s_begin < s_end ? xn[s_begin * C + c] : -INFINITY;
+          for (int64_t s = s_begin + 1; s < s_end; ++s)
+            for (int64_t c = 0; c < C; ++c) part[c] = std::max(part[c], xn[s * C + c]);
+          for (int64_t c = 0; c < C; ++c) a[c] = part[c];
         } else {
-          // Float partial sums over runs of 64 positions (vectorised across channels), combined in double.
-          double acc[64] = {0};
-          for (int64_t s0 = 0; s0 < size; s0 += 64) {
-            const int64_t s1 = std::min(size, s0 + 64);
-            float part[64] = {0};
+          for (int64_t c = 0; c < C; ++c) a[c] = 0;
+          for (int64_t s0 = s_begin; s0 < s_end; s0 += 64) {
+            const int64_t s1 = std::min(s_end, s0 + 64);
+            std::fill(part.begin(), part.end(), 0.f);
             for (int64_t s = s0; s < s1; ++s)
-              for (int64_t c = c0; c < c1; ++c) part[c - c0] += xn[s * C + c];
-            for (int64_t c = c0; c < c1; ++c) acc[c - c0] += part[c - c0];
+              for (int64_t c = 0; c < C; ++c) part[c] += xn[s * C + c];
+            for (int64_t c = 0; c < C; ++c) a[c] += part[c];
           }
-          for (int64_t c = c0; c < c1; ++c) yn[c] = (float)(acc[c - c0] / (double)size);
         }
+      }
+      float* yn = y + n * C;
+      for (int64_t c = 0; c < C; ++c) {
+        double r = acc[c];
+        for (int t = 1; t < T; ++t) r = is_max ? std::max(r, acc[(size_t)t * C + c]) : r + acc[(size_t)t * C + c];
+        yn[c] = is_max ? (float)r : (float)(r / (double)size);
       }
     }
   }

@@ -139,3 +139,40 @@ TEST(Layout, ChannelsLastPlanMatchesPlainPlan) {
     EXPECT_LE(worst, 1e-5 * std::max(1.0, scale)) << "output " << o;
   }
 }
+
+// Global pooling of a large channels-last tensor splits the positions between threads and combines the partial
+// results; it must agree with the plain kernel (one sum per channel) for average and max, with a channel count
+// that is not a multiple of the vector width.
+TEST(Layout, ChannelsLastGlobalPoolingMatchesPlain) {
+  std::mt19937 rng(5);
+  onnx::ModelProto m;
+  m.set_ir_version(8);
+  m.add_opset_import()->set_version(17);
+  auto* g = m.mutable_graph();
+  g->set_name("gap");
+  io(g->add_input(), "x");
+  io(g->add_output(), "avg");
+  io(g->add_output(), "max");
+  add_init(g, "w", {40, 8, 1, 1}, rng);
+  node(g, "Conv", {"x", "w"}, {"c"});  // channels-last from here
+  node(g, "GlobalAveragePool", {"c"}, {"avg"});
+  node(g, "GlobalMaxPool", {"c"}, {"max"});
+  const std::string model = m.SerializeAsString();
+  Tensor x(DType::Float32, {2, 8, 61, 59});
+  std::normal_distribution<float> nd;
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = nd(rng) + 0.5f;
+  RunStats plain_stats, cl_stats;
+  auto want = run_with(model, x, true, &plain_stats);
+  auto got = run_with(model, x, false, &cl_stats);
+  EXPECT_GT(cl_stats.channels_last_steps, 0);
+  ASSERT_EQ(got.size(), 2u);
+  for (size_t o = 0; o < 2; ++o) {
+    ASSERT_EQ(got[o].shape(), (Shape{2, 40, 1, 1}));
+    for (int64_t i = 0; i < got[o].numel(); ++i) {
+      // Max is exact; the average differs only in summation order (float partial sums over 64 positions):
+      // relative 1e-6 of values O(1) over 3599 positions.
+      const double tol = o == 0 ? 1e-6 * std::max(1.0, (double)std::fabs(want[o].data<float>()[i])) : 0;
+      EXPECT_NEAR(got[o].data<float>()[i], want[o].data<float>()[i], tol) << "output " << o << " element " << i;
+    }
+  }
+}
