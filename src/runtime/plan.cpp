@@ -346,7 +346,11 @@ void Plan::plan_memory(ShapePlan& sp) const {
       int end = std::max<int>(sp.last_use[id], (int)si);
       if (o == 0 && ip >= 0 && ip < (int)s.in.size()) {
         const int a = s.in[ip];
-        const bool read_once = a >= 0 && std::count(s.in.begin(), s.in.end(), a) == 1;
+        // An in-place write needs `a` to be the only input of this step in its buffer (not also read through a
+        // view, e.g. Conv(Reshape(d)) + d).
+        bool read_once = a >= 0 && block_of[a] >= 0;
+        for (size_t j = 0; read_once && j < s.in.size(); ++j)
+          if ((int)j != ip && s.in[j] >= 0 && (s.in[j] == a || block_of[s.in[j]] == block_of[a])) read_once = false;
         if (a >= 0 && block_of[a] >= 0 && (view || (read_once && blocks[block_of[a]].end == (int)si)) &&
             blocks[block_of[a]].size == bytes && bytes > 0 && sp.layout[a] == sp.layout[id]) {
           Block& b = blocks[block_of[a]];

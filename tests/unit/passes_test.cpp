@@ -389,6 +389,33 @@ TEST(Passes, InPlaceSumWaitsForViewsOfItsSummand) {
   EXPECT_NE(plan.last_arena_offset("R"), plan.last_arena_offset(d));   // so the sum does not write there
 }
 
+// Nor when the conv's own input X is a view of the summand's buffer: writing Y there would overwrite X mid-read.
+TEST(Passes, InPlaceSumNotOverItsOwnInput) {
+  std::mt19937 rng(14);
+  G v;
+  v.input("X", {1, 8, 9, 9});
+  Tensor shape(DType::Int64, {4});
+  for (int i = 0; i < 4; ++i) shape.data<int64_t>()[i] = i == 0 ? 1 : i == 1 ? 8 : 9;
+  v.init("shape", shape);
+  std::string d = add_conv(v, "X", rng, "1", 8, 8);
+  std::string view = v.node("Reshape", {d, "shape"});
+  std::string a2 = add_conv(v, view, rng, "2", 8, 8);
+  std::string sum = v.node("Add", {d, a2});
+  std::string r = v.node("Relu", {sum}, {}, "R");
+  v.node("Neg", {r}, {}, "Y");
+  v.output("Y");
+  const std::vector<Tensor> in{rnd({1, 8, 9, 9}, rng)};
+  Graph g = optimize_and_compare(v.g, in);
+  ASSERT_EQ(count_op(g, "Add"), 0);
+  Plan plan(g, 2, /*channels_last=*/false);
+  std::vector<const Tensor*> ptrs{&in[0]};
+  auto got = plan.run(ptrs);
+  expect_close(got[0], run_graph(v.g, in)[0]);
+  ASSERT_GE(plan.last_arena_offset(d), 0);
+  ASSERT_EQ(plan.last_arena_offset(view), plan.last_arena_offset(d));
+  EXPECT_NE(plan.last_arena_offset("R"), plan.last_arena_offset(d));
+}
+
 // Inference BatchNormalization followed by an activation becomes one node (DenseNet's BN -> ReLU before each conv):
 // channels-last after a Conv (ReLU inline, Sigmoid through the generic post-op path) and plain on a graph input.
 TEST(Passes, BatchNormActivation) {
