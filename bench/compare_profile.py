@@ -38,16 +38,19 @@ def per_node(events):
     return nodes
 
 
+def run_harness(cmd, what):
+    """Runs one harness (its --json output on stdout) and returns its median latency."""
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"{what} failed: " + out.stderr.strip())
+    return first_json(out.stdout)["median_ms"]
+
+
 def kiln_profile(model, shape, threads, runs, tmp):
     trace = os.path.join(tmp, "kiln_trace.json")
     cmd = [os.path.join(ROOT, "build", "kiln"), "bench", model, "-t", str(threads), "--runs", str(runs), "--json",
-           "--trace", trace]
-    if shape:
-        cmd += ["-s", shape]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit("kiln bench failed: " + out.stderr.strip())
-    median = first_json(out.stdout)["median_ms"]
+           "--trace", trace] + (["-s", shape] if shape else [])
+    median = run_harness(cmd, "kiln bench")
     ev = json.load(open(trace))["traceEvents"]
     events = [(e["name"], e["args"]["op"], e["dur"]) for e in ev if e.get("tid") == 1 and e.get("ph") == "X"]
     return median, per_node(events)
@@ -56,13 +59,8 @@ def kiln_profile(model, shape, threads, runs, tmp):
 def ort_profile(model, shape, threads, runs, tmp):
     prefix = os.path.join(tmp, "ort")
     cmd = ["node", os.path.join(ROOT, "bench", "ort_bench.js"), model, "--threads", str(threads), "--runs", str(runs),
-           "--json", "--profile", prefix]
-    if shape:
-        cmd += ["--shape", shape]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit("ort_bench.js failed: " + out.stderr.strip())
-    median = first_json(out.stdout)["median_ms"]
+           "--json", "--profile", prefix] + (["--shape", shape] if shape else [])
+    median = run_harness(cmd, "ort_bench.js")
     files = glob.glob(prefix + "*.json")
     if not files:
         sys.exit("ORT wrote no profile")

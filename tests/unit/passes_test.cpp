@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <memory>
 #include <random>
 
 #include "backends/cpu/conv_postops.h"
@@ -299,6 +300,38 @@ TEST(Passes, ResidualAddAndRelu) {
   ASSERT_EQ(last.inputs.size(), 4u);
 }
 
+// Optimizes `src` (built with one residual Add to fuse into a conv), runs the result on a Plan (channels-last or
+// plain layouts), checks its outputs against the unoptimized graph's, and keeps the plan for its arena offsets.
+struct FusedRun {
+  std::unique_ptr<Graph> g;   // the plan refers to it
+  std::unique_ptr<Plan> plan;
+  std::string summand;        // the fused conv's input 3
+};
+FusedRun run_fused_residual(const Graph& src, const std::vector<Tensor>& in, bool channels_last = true) {
+  FusedRun r;
+  r.g = std::make_unique<Graph>(optimize_and_compare(src, in));
+  EXPECT_EQ(count_op(*r.g, "Add"), 0);
+  for (auto& n : r.g->nodes)
+    if (n.inputs.size() == 4) r.summand = n.inputs[3];
+  r.plan = std::make_unique<Plan>(*r.g, 2, channels_last);
+  std::vector<const Tensor*> ptrs;
+  for (auto& t : in) ptrs.push_back(&t);
+  auto got = r.plan->run(ptrs);
+  auto want = run_graph(src, in);
+  EXPECT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size() && i < want.size(); ++i) expect_close(got[i], want[i]);
+  // A second run over the same buffers gives the same answer (nothing depends on stale contents).
+  auto again = r.plan->run(ptrs);
+  for (size_t i = 0; i < got.size() && i < again.size(); ++i) expect_close(again[i], got[i], 0, 0);
+  return r;
+}
+
+Tensor shape_tensor(std::vector<int64_t> dims) {
+  Tensor t(DType::Int64, {(int64_t)dims.size()});
+  for (size_t i = 0; i < dims.size(); ++i) t.data<int64_t>()[i] = dims[i];
+  return t;
+}
+
 // The fused residual conv accumulates onto its summand in place when the summand is read for the last time there
 // (Kernel::inplace_input): both get one arena buffer, and the results equal the unfused graph's.
 TEST(Passes, ResidualSumRunsInPlaceOfItsSummand) {
@@ -313,21 +346,10 @@ TEST(Passes, ResidualSumRunsInPlaceOfItsSummand) {
   add_conv(v, r, rng, "4", 8, 8);
   v.g.nodes.back().outputs[0] = "Y";
   v.output("Y");
-  const std::vector<Tensor> in{rnd({2, 8, 9, 9}, rng)};
-  Graph g = optimize_and_compare(v.g, in);
-  ASSERT_EQ(count_op(g, "Add"), 0);
-  Plan plan(g, 2);
-  std::vector<const Tensor*> ptrs{&in[0]};
-  plan.run(ptrs);
-  std::string summand;
-  for (auto& n : g.nodes)
-    if (n.inputs.size() == 4) summand = n.inputs[3];
-  ASSERT_TRUE(summand == d || summand == a2) << summand;
-  ASSERT_GE(plan.last_arena_offset(summand), 0);
-  EXPECT_EQ(plan.last_arena_offset("R"), plan.last_arena_offset(summand));
-  // A second run over the same buffers gives the same answer (nothing depends on stale contents).
-  auto first = plan.run(ptrs), second = plan.run(ptrs);
-  expect_close(second[0], first[0], 0, 0);
+  FusedRun f = run_fused_residual(v.g, {rnd({2, 8, 9, 9}, rng)});
+  ASSERT_TRUE(f.summand == d || f.summand == a2) << f.summand;
+  ASSERT_GE(f.plan->last_arena_offset(f.summand), 0);
+  EXPECT_EQ(f.plan->last_arena_offset("R"), f.plan->last_arena_offset(f.summand));
 }
 
 // A summand still needed after the fused conv keeps its own buffer, and its value is unchanged for the later reader.
@@ -342,31 +364,20 @@ TEST(Passes, ResidualSumKeepsALiveSummand) {
   std::string r = v.node("Relu", {sum}, {}, "R");
   v.node("Mul", {r, d}, {}, "Y");  // d read again after the fused conv
   v.output("Y");
-  const std::vector<Tensor> in{rnd({1, 8, 9, 9}, rng)};
-  Graph g = optimize_and_compare(v.g, in);
-  ASSERT_EQ(count_op(g, "Add"), 0);
-  Plan plan(g, 2);
-  std::vector<const Tensor*> ptrs{&in[0]};
-  plan.run(ptrs);
-  std::string summand;
-  for (auto& n : g.nodes)
-    if (n.inputs.size() == 4) summand = n.inputs[3];
-  ASSERT_EQ(summand, d);
-  ASSERT_GE(plan.last_arena_offset(d), 0);
-  EXPECT_NE(plan.last_arena_offset("R"), plan.last_arena_offset(d));
+  FusedRun f = run_fused_residual(v.g, {rnd({1, 8, 9, 9}, rng)});
+  ASSERT_EQ(f.summand, d);
+  ASSERT_GE(f.plan->last_arena_offset(d), 0);
+  EXPECT_NE(f.plan->last_arena_offset("R"), f.plan->last_arena_offset(d));
 }
 
 // Reshape shares its input's buffer (Kernel::output_views_input). A fused sum must then not accumulate in place of
 // a summand whose view is still read later: the later reader would see the sum instead of the summand.
+// (Plain layouts throughout: channels-last would put a conversion copy between d and the Reshape.)
 TEST(Passes, InPlaceSumWaitsForViewsOfItsSummand) {
   std::mt19937 rng(10);
   G v;
   v.input("X", {1, 8, 9, 9});
-  Tensor shape(DType::Int64, {3});
-  shape.data<int64_t>()[0] = 1;
-  shape.data<int64_t>()[1] = 8;
-  shape.data<int64_t>()[2] = 81;
-  v.init("shape", shape);
+  v.init("shape", shape_tensor({1, 8, 81}));
   std::string a1 = add_conv(v, "X", rng, "1", 8, 8);
   std::string d = add_conv(v, "X", rng, "3", 8, 8);
   std::string view = v.node("Reshape", {d, "shape"});   // a view of d, read at the end
@@ -376,17 +387,10 @@ TEST(Passes, InPlaceSumWaitsForViewsOfItsSummand) {
   std::string rv = v.node("Reshape", {r, "shape"});
   v.node("Mul", {rv, view}, {}, "Y");
   v.output("Y");
-  const std::vector<Tensor> in{rnd({1, 8, 9, 9}, rng)};
-  Graph g = optimize_and_compare(v.g, in);
-  ASSERT_EQ(count_op(g, "Add"), 0);
-  // Plain layouts throughout (channels-last would put a conversion copy between d and the Reshape).
-  Plan plan(g, 2, /*channels_last=*/false);
-  std::vector<const Tensor*> ptrs{&in[0]};
-  auto got = plan.run(ptrs);
-  expect_close(got[0], run_graph(v.g, in)[0]);
-  ASSERT_GE(plan.last_arena_offset(d), 0);
-  EXPECT_EQ(plan.last_arena_offset(view), plan.last_arena_offset(d));  // the view shares d's buffer
-  EXPECT_NE(plan.last_arena_offset("R"), plan.last_arena_offset(d));   // so the sum does not write there
+  FusedRun f = run_fused_residual(v.g, {rnd({1, 8, 9, 9}, rng)}, /*channels_last=*/false);
+  ASSERT_GE(f.plan->last_arena_offset(d), 0);
+  EXPECT_EQ(f.plan->last_arena_offset(view), f.plan->last_arena_offset(d));  // the view shares d's buffer
+  EXPECT_NE(f.plan->last_arena_offset("R"), f.plan->last_arena_offset(d));   // so the sum does not write there
 }
 
 // Nor when the conv's own input X is a view of the summand's buffer: writing Y there would overwrite X mid-read.
@@ -394,9 +398,7 @@ TEST(Passes, InPlaceSumNotOverItsOwnInput) {
   std::mt19937 rng(14);
   G v;
   v.input("X", {1, 8, 9, 9});
-  Tensor shape(DType::Int64, {4});
-  for (int i = 0; i < 4; ++i) shape.data<int64_t>()[i] = i == 0 ? 1 : i == 1 ? 8 : 9;
-  v.init("shape", shape);
+  v.init("shape", shape_tensor({1, 8, 9, 9}));
   std::string d = add_conv(v, "X", rng, "1", 8, 8);
   std::string view = v.node("Reshape", {d, "shape"});
   std::string a2 = add_conv(v, view, rng, "2", 8, 8);
@@ -404,16 +406,10 @@ TEST(Passes, InPlaceSumNotOverItsOwnInput) {
   std::string r = v.node("Relu", {sum}, {}, "R");
   v.node("Neg", {r}, {}, "Y");
   v.output("Y");
-  const std::vector<Tensor> in{rnd({1, 8, 9, 9}, rng)};
-  Graph g = optimize_and_compare(v.g, in);
-  ASSERT_EQ(count_op(g, "Add"), 0);
-  Plan plan(g, 2, /*channels_last=*/false);
-  std::vector<const Tensor*> ptrs{&in[0]};
-  auto got = plan.run(ptrs);
-  expect_close(got[0], run_graph(v.g, in)[0]);
-  ASSERT_GE(plan.last_arena_offset(d), 0);
-  ASSERT_EQ(plan.last_arena_offset(view), plan.last_arena_offset(d));
-  EXPECT_NE(plan.last_arena_offset("R"), plan.last_arena_offset(d));
+  FusedRun f = run_fused_residual(v.g, {rnd({1, 8, 9, 9}, rng)}, /*channels_last=*/false);
+  ASSERT_GE(f.plan->last_arena_offset(d), 0);
+  ASSERT_EQ(f.plan->last_arena_offset(view), f.plan->last_arena_offset(d));
+  EXPECT_NE(f.plan->last_arena_offset("R"), f.plan->last_arena_offset(d));
 }
 
 // Inference BatchNormalization followed by an activation becomes one node (DenseNet's BN -> ReLU before each conv):
