@@ -327,14 +327,14 @@ void Plan::plan_memory(ShapePlan& sp) const {
   for (size_t si = 0; si < sp.steps.size(); ++si)
     for (int id : sp.steps[si].in)
       if (id >= 0) sp.last_use[id] = (int)si;
-  struct Block { int id; size_t size; int start, end; };
+  struct Block { size_t size; int start, end; };
   std::vector<Block> blocks;
-  std::vector<int> block_of(nv, -1);  // per value: its block (a value computed in place shares its input's)
+  std::vector<int> block_of(nv, -1);  // per value: its block (a view or in-place output shares its input's)
   for (size_t si = 0; si < sp.steps.size(); ++si) {
     auto& s = sp.steps[si];
     if (s.dynamic) continue;
     // Output 0 may take over an input's buffer: a view (the same bytes, whatever else still reads them), or an
-    // in-place write (only when nothing else in that buffer is read after this step).
+    // in-place write.
     const bool view = s.node >= 0 && kernels_[s.node]->output_views_input();
     const int ip = view ? 0 : s.node >= 0 ? kernels_[s.node]->inplace_input() : -1;
     for (size_t o = 0; o < s.out.size(); ++o) {
@@ -343,55 +343,56 @@ void Plan::plan_memory(ShapePlan& sp) const {
       size_t bytes = sp.types[id].fully_known() ? (size_t)shape_numel(sp.types[id].concrete()) * dtype_size(sp.types[id].dtype) : 0;
       if (!dtype_supported(sp.types[id].dtype)) continue;
       bytes = (bytes + 63) / 64 * 64;
-      int end = std::max<int>(sp.last_use[id], (int)si);
-      if (o == 0 && ip >= 0 && ip < (int)s.in.size()) {
-        const int a = s.in[ip];
-        // An in-place write needs `a` to be the only input of this step in its buffer (not also read through a
-        // view, e.g. Conv(Reshape(d)) + d).
-        bool read_once = a >= 0 && block_of[a] >= 0;
-        for (size_t j = 0; read_once && j < s.in.size(); ++j)
-          if ((int)j != ip && s.in[j] >= 0 && (s.in[j] == a || block_of[s.in[j]] == block_of[a])) read_once = false;
-        if (a >= 0 && block_of[a] >= 0 && (view || (read_once && blocks[block_of[a]].end == (int)si)) &&
-            blocks[block_of[a]].size == bytes && bytes > 0 && sp.layout[a] == sp.layout[id]) {
-          Block& b = blocks[block_of[a]];
+      const int end = std::max<int>(sp.last_use[id], (int)si);
+      const int a = o == 0 && ip >= 0 && ip < (int)s.in.size() ? s.in[ip] : -1;
+      if (a >= 0 && block_of[a] >= 0) {
+        Block& b = blocks[block_of[a]];
+        bool share = b.size == bytes && bytes > 0 && sp.layout[a] == sp.layout[id];
+        if (share && !view) {
+          // An in-place write: nothing in a's buffer (views included) is read after this step, and a is this
+          // step's only input in that buffer (not also read as another input or through a view of it, e.g.
+          // Conv(Reshape(d)) + d).
+          share = b.end == (int)si;
+          for (size_t j = 0; share && j < s.in.size(); ++j)
+            if ((int)j != ip && s.in[j] >= 0 && block_of[s.in[j]] == block_of[a]) share = false;
+        }
+        if (share) {
           b.end = std::max(b.end, end);
           block_of[id] = block_of[a];
           continue;
         }
       }
       block_of[id] = (int)blocks.size();
-      blocks.push_back({id, bytes, (int)si, end});
+      blocks.push_back({bytes, (int)si, end});
     }
   }
-  std::vector<int> blocks_by_index(blocks.size());  // block index (before sorting) -> the value that owns it
-  for (size_t i = 0; i < blocks.size(); ++i) blocks_by_index[i] = blocks[i].id;
   // Largest first, each at the lowest offset free for its whole lifetime.
-  std::sort(blocks.begin(), blocks.end(), [](const Block& a, const Block& b) {
+  std::vector<int> order(blocks.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = (int)i;
+  std::sort(order.begin(), order.end(), [&](int x, int y) {
+    const Block &a = blocks[x], &b = blocks[y];
     return a.size != b.size ? a.size > b.size : a.start < b.start;
   });
-  std::vector<Block> placed;
-  std::vector<size_t> placed_off;
+  std::vector<size_t> block_off(blocks.size());
+  std::vector<int> placed;
   size_t total = 0;
-  for (auto& b : blocks) {
+  for (int bi : order) {
+    const Block& b = blocks[bi];
     std::vector<std::pair<size_t, size_t>> busy;
-    for (size_t j = 0; j < placed.size(); ++j)
-      if (placed[j].start <= b.end && b.start <= placed[j].end) busy.push_back({placed_off[j], placed_off[j] + placed[j].size});
+    for (int pj : placed)
+      if (blocks[pj].start <= b.end && b.start <= blocks[pj].end) busy.push_back({block_off[pj], block_off[pj] + blocks[pj].size});
     std::sort(busy.begin(), busy.end());
     size_t off = 0;
     for (auto& [s, e] : busy) {
       if (off + b.size <= s) break;
       off = std::max(off, e);
     }
-    placed.push_back(b);
-    placed_off.push_back(off);
-    sp.offset[b.id] = (int64_t)off;
+    placed.push_back(bi);
+    block_off[bi] = off;
     total = std::max(total, off + b.size);
   }
   for (size_t id = 0; id < nv; ++id)
-    if (block_of[id] >= 0) {
-      const int owner = blocks_by_index[block_of[id]];
-      sp.offset[id] = sp.offset[owner];
-    }
+    if (block_of[id] >= 0) sp.offset[id] = (int64_t)block_off[block_of[id]];
   sp.arena_bytes = total;
 }
 

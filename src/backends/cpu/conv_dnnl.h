@@ -30,8 +30,9 @@ class DnnlConv {
   // problem; the caller then uses the reference kernel. weights_constant: w's contents never change while its
   // pointer stays the same (an initializer), so its reorder is done once; otherwise it is redone every call.
   // src_cl / dst_cl: x / y are stored channels-last (nwc/nhwc/ndhwc) instead of plain. `post` is applied in order
-  // on the result (bias included); with a Sum entry, `sum` is the summand in y's layout (it may be y itself when y
-  // already holds it, except that then the caller must not rely on it: pass a separate buffer).
+  // on the result (bias included); with a Sum entry, `sum` is the summand in y's layout. It may be y itself (the
+  // plan's in-place sum, Kernel::inplace_input): the sum then accumulates onto y with no copy. A false return
+  // leaves y untouched, so the summand is still there for the reference kernel.
   // With weights_constant, w may be nullptr once holds_weights() is true (the original was freed): the kept copy
   // serves every later call, reordered to whatever layout a new problem needs.
   bool run(const ConvParams& p, const float* x, const float* w, const float* b, float* y, bool weights_constant,
