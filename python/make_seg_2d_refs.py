@@ -44,6 +44,8 @@ import torch
 import torch.nn as nn
 from skimage.transform import resize as sk_resize_raw
 
+from make_seg_infer_refs import steps_for  # nnU-Net's tile steps along one axis (the 3D reference's)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "tests", "data", "seg", "2d")
 MODEL = os.path.join(OUT, "model")
@@ -299,15 +301,6 @@ def resample(data, new_shape, current, new, order, order_z=0):
         else:
             out[c] = buf
     return out
-
-
-def steps_for(image, tile, step):
-    target = tile * step
-    n = int(np.ceil((image - tile) / target)) + 1
-    if n > 1:
-        actual = (image - tile) / (n - 1)
-        return [int(np.round(actual * i)) for i in range(n)]
-    return [0]
 
 
 def gaussian_2d_fp16(tile):

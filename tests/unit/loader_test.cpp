@@ -7,9 +7,13 @@
 #include "kiln/session.h"
 #include "kiln_proto/onnx.pb.h"
 #include "onnx/loader.h"
+#include "onnx/wire.h"
+#include "test_util.h"
 
 using namespace kiln;
 namespace fs = std::filesystem;
+
+using namespace kiln::testing_util;
 
 namespace {
 
@@ -64,15 +68,6 @@ Tensor filled(Shape s, float v0) {
   for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = v0 + (float)i;
   return t;
 }
-
-struct TempDir {
-  fs::path p;
-  TempDir() {
-    p = fs::temp_directory_path() / ("kiln_test_" + std::to_string(::getpid()) + "_" + std::to_string(rand()));
-    fs::create_directories(p);
-  }
-  ~TempDir() { fs::remove_all(p); }
-};
 
 }  // namespace
 
@@ -206,12 +201,12 @@ TEST(Loader, ReadsExternalData) {
   std::vector<float> w(16);
   for (int i = 0; i < 16; ++i) w[i] = 0.5f * i;
   {
-    std::ofstream f(dir.p / "weights.bin", std::ios::binary);
+    std::ofstream f(dir.path / "weights.bin", std::ios::binary);
     f.write("PAD!PAD!", 8);
     f.write(reinterpret_cast<const char*>(w.data()), 64);
   }
   auto m = external_model("weights.bin", 8, 16);
-  std::string path = (dir.p / "model.onnx").string();
+  std::string path = (dir.path / "model.onnx").string();
   {
     std::ofstream f(path, std::ios::binary);
     f << m.SerializeAsString();
@@ -224,11 +219,11 @@ TEST(Loader, ReadsExternalData) {
   for (int i = 0; i < 16; ++i) EXPECT_EQ(out[0].data<float>()[i], w[i]);
 
   // Too short, escaping the folder, and missing files are all clear errors.
-  st = load(external_model("weights.bin", 40, 16), &s, dir.p.string());
+  st = load(external_model("weights.bin", 40, 16), &s, dir.path.string());
   EXPECT_NE(st.message().find("needs 104"), std::string::npos) << st.message();
-  st = load(external_model("../weights.bin", 0, 16), &s, dir.p.string());
+  st = load(external_model("../weights.bin", 0, 16), &s, dir.path.string());
   EXPECT_NE(st.message().find("leaves the model's folder"), std::string::npos) << st.message();
-  st = load(external_model("missing.bin", 0, 16), &s, dir.p.string());
+  st = load(external_model("missing.bin", 0, 16), &s, dir.path.string());
   EXPECT_EQ(st.code(), ErrorCode::IoError);
   EXPECT_NE(st.message().find("missing.bin"), std::string::npos) << st.message();
 }
@@ -254,7 +249,6 @@ TEST(Loader, ShapeFoldingAtPlanTime) {
 
 // ---- weights read in place (onnx/wire.h + the loader's split of ModelProto / GraphProto / TensorProto) ----------
 
-#include "onnx/wire.h"
 
 TEST(Wire, SplitsFieldsAndRefusesWhatItDoesNotHandle) {
   // field 1 varint 300, field 2 fixed64, field 3 bytes "abc", field 4 fixed32
@@ -357,7 +351,7 @@ TEST(Loader, ReadsWeightsInPlaceLikeProtobuf) {
   EXPECT_EQ(run_const(m.SerializeAsString()), want);
   // The same model from a file (the mapped path, which also hands the pages back).
   TempDir dir;
-  const std::string path = (dir.p / "w.onnx").string();
+  const std::string path = (dir.path / "w.onnx").string();
   {
     std::ofstream f(path, std::ios::binary);
     f << m.SerializeAsString();

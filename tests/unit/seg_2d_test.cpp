@@ -19,36 +19,21 @@
 #include "pipeline/seg/nifti.h"
 #include "pipeline/seg/predictor.h"
 #include "pipeline/seg/sliding_window.h"
+#include "test_util.h"
 
 using namespace kiln;
 using namespace kiln::seg;
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
+using namespace kiln::testing_util;
+
 namespace {
 
 const std::string kDir = std::string(KILN_SOURCE_DIR) + "/tests/data/seg/2d/";
 const std::string kModel = kDir + "model";
 
-json cases_json() {
-  std::ifstream f(kDir + "cases.json");
-  EXPECT_TRUE(f.good()) << kDir << "cases.json (run python/make_seg_2d_refs.py)";
-  return json::parse(f);
-}
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("kiln_seg_2d_" + std::to_string(::getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+json cases_json() { return read_json(kDir + "cases.json", " (run python/make_seg_2d_refs.py)"); }
 
 // ---- a flip-sensitive fake network y = x * w + pos: 2D (N, C, p0, p1) or 3D (N, C, 1, p0, p1) flavour
 using testing_onnx::add_float_init;

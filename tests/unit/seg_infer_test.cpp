@@ -15,11 +15,14 @@
 #include "kiln_proto/onnx.pb.h"
 #include "onnx_build.h"
 #include "pipeline/seg/sliding_window.h"
+#include "test_util.h"
 
 using namespace kiln;
 using namespace kiln::seg;
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+
+using namespace kiln::testing_util;
 
 namespace {
 
@@ -27,11 +30,6 @@ const std::string kData = std::string(KILN_SOURCE_DIR) + "/tests/data/seg/";
 const std::string kCase = std::string(KILN_SHARED_DIR) + "/nnunet-case0/";
 const std::string kModel = kCase + "model/Dataset901_SynthEllipsoids/nnUNetTrainer__nnUNetPlans__3d_fullres/";
 
-json read_json(const std::string& path) {
-  std::ifstream f(path);
-  EXPECT_TRUE(f.good()) << path;
-  return json::parse(f);
-}
 
 // Bitwise comparison of two fp16 tensors; returns the number of differing values and the max |a - b|.
 struct Diff {

@@ -19,11 +19,14 @@
 #include "pipeline/seg/nifti.h"
 #include "pipeline/seg/pickle.h"
 #include "pipeline/seg/postprocess.h"
+#include "test_util.h"
 
 using namespace kiln;
 using namespace kiln::seg;
 namespace fs = std::filesystem;
 using nlohmann::json;
+
+using namespace kiln::testing_util;
 
 namespace {
 
@@ -76,21 +79,6 @@ std::string gzip_bytes(const std::string& raw) {
   deflateEnd(&zs);
   return out;
 }
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() / ("kiln_seg_io_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
 
 // Expects `fn` to throw kiln::Error with `code` and a message containing every fragment.
 template <class F>

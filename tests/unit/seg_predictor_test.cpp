@@ -15,11 +15,14 @@
 #include "pipeline/seg/nifti.h"
 #include "pipeline/seg/predictor.h"
 #include "pipeline/seg/preview.h"
+#include "test_util.h"
 
 using namespace kiln;
 using namespace kiln::seg;
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+
+using namespace kiln::testing_util;
 
 namespace {
 
@@ -28,25 +31,6 @@ const std::string kModel = kCase + "model/Dataset901_SynthEllipsoids/nnUNetTrain
 
 bool have_case() { return fs::exists(kCase + "expected/intermediate/case_B_preprocessed.npy"); }
 
-json read_json(const std::string& p) {
-  std::ifstream f(p);
-  return json::parse(f);
-}
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("kiln_seg_predictor_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 // Label values of a NIfTI read back (float32) vs a uint8 map: number of differing voxels.
 int64_t count_diff(const Tensor& seg_u8, const Tensor& ref_f32) {

@@ -13,20 +13,18 @@
 #include "pipeline/seg/nifti.h"
 #include "pipeline/seg/preprocess.h"
 #include "pipeline/seg/resample.h"
+#include "test_util.h"
 
 using namespace kiln;
 using namespace kiln::seg;
+
+using namespace kiln::testing_util;
 
 namespace {
 
 const std::string kCase0 = std::string(KILN_SHARED_DIR) + "/nnunet-case0";
 const std::string kModel = kCase0 + "/model/Dataset901_SynthEllipsoids/nnUNetTrainer__nnUNetPlans__3d_fullres";
 
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) throw std::runtime_error("cannot open " + path);
-  return nlohmann::json::parse(f);
-}
 
 void run_case(const std::string& id, int64_t expect_channels) {
   const auto plans = read_json(kModel + "/plans.json");
