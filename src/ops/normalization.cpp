@@ -95,6 +95,8 @@ class BatchNormK : public Kernel {
     same_as_input(node_, ctx, 2);
     for (int i = 1; i < 5; ++i)
       if (!ctx.has_input(i)) fail(node_.describe() + ": expects 5 inputs (X, scale, B, input_mean, input_var)");
+    if (!post_.empty() && ctx.input_type(0).dtype != DType::Float32)
+      unsupported(node_.describe() + ": fused activations need float32, got " + dtype_name(ctx.input_type(0).dtype));
     for (int o = 1; o < ctx.num_outputs() && o < 3; ++o) ctx.set_output(o, ctx.input_type(o + 2));
   }
   // Inference on float32 channels-last data: a per-channel affine over rows of C contiguous channels.

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <random>
 
@@ -438,6 +439,38 @@ TEST(Passes, BatchNormActivation) {
           EXPECT_EQ(n.outputs[0], "Y");
         }
     }
+  }
+}
+
+// A BatchNormalization carrying fused activations is refused, naming the node, when they cannot apply: a 'sum'
+// (BN has no summand input) or a non-float32 tensor.
+TEST(Passes, BatchNormPostOpsRefusedWhereTheyCannotApply) {
+  for (bool sum : {true, false}) {
+    G b;
+    const DType dt = sum ? DType::Float32 : DType::Float64;
+    b.g.inputs.push_back({"X", TensorType::of(dt, {1, 4, 3, 3})});
+    for (const char* p : {"s", "bb", "m", "v"}) {
+      Tensor t(dt, {4});
+      for (int i = 0; i < 4; ++i) {
+        if (sum) t.data<float>()[i] = 1.f;
+        else t.data<double>()[i] = 1.0;
+      }
+      b.init(p, t);
+    }
+    b.node("BatchNormalization", {"X", "s", "bb", "m", "v"}, {}, "Y");
+    b.output("Y");
+    cpu::set_post_ops(b.g.nodes[0], {{sum ? cpu::PostKind::Sum : cpu::PostKind::Relu, 0, 0}});
+    std::string msg;
+    try {
+      Tensor x(dt, {1, 4, 3, 3});
+      std::memset(x.raw(), 0, x.nbytes());
+      run_graph(b.g, {x});
+    } catch (const Error& e) {
+      msg = e.what();
+    }
+    EXPECT_NE(msg.find(b.g.nodes[0].name), std::string::npos) << msg;
+    EXPECT_NE(msg.find(sum ? "a fused 'sum' is not supported" : "fused activations need float32, got float64"),
+              std::string::npos) << msg;
   }
 }
 
