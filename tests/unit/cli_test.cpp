@@ -318,6 +318,13 @@ TEST_F(Cli, VerifyPassesAndFailsOnTamperedOutput) {
   Result r = kiln_cli({"verify", kData + "/identity_case"});
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("PASS"), std::string::npos) << r.out;
+  // Each data set runs twice by default, both runs checked (later runs may take other kernels); --runs sets it.
+  EXPECT_NE(r.out.find("PASS  run 2  "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("(2 runs each)"), std::string::npos) << r.out;
+  r = kiln_cli({"verify", kData + "/identity_case", "--runs", "3"});
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("PASS  run 3  "), std::string::npos) << r.out;
+  expect_clean_failure(kiln_cli({"verify", kData + "/identity_case", "--runs", "0"}), 2, {"--runs"});
 
   // Copy the case and change reference values. Defaults: atol 1e-5, rtol 1e-3; the reference value 7
   // tolerates |d| <= 1e-5 + 7e-3 = 0.00701.

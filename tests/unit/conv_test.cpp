@@ -243,6 +243,47 @@ TEST(Conv, Float64AndFloat16UseTheReference) {
 
 // W fed at run time (not known while planning): rewriting it in place between runs must change the result,
 // i.e. the kernel does not reuse weights reordered for the old contents.
+// 3x3 stride-1 layers with enough channels and pixels switch to Winograd convolution on their second call (the
+// first call runs direct convolution, whose weights are ready sooner). Every result is held to check_close's bound
+// for direct summation. Winograd's transforms (F(2,3) / F(4,3)) add and rescale partial sums, which can amplify
+// rounding, but here its worst error is 0.01-0.02 of that bound (direct convolution's: 0.03), so the same bound
+// applies with a wide margin; a wrong tap or pad exceeds it by orders of magnitude (NegativeControl).
+TEST(Conv, WinogradFromTheSecondCall) {
+  std::mt19937 rng(31);
+  Node n = make_node("Conv", {{"pads", ints({1, 1, 1, 1})}}, true);
+  ConvAttrs a(n, false);
+  const Shape ws{64, 32, 3, 3};
+  Tensor w = random_tensor(ws, rng), b = random_tensor({64}, rng);
+  cpu::DnnlConv dc;
+  auto check = [&](const Tensor& x, bool weights_given, bool want_winograd, const std::string& what) {
+    cpu::ConvParams p = conv_params(n, a, x.shape(), ws);
+    Shape ys{x.dim(0), 64, x.dim(2), x.dim(3)};
+    Tensor ref(DType::Float32, ys), absref(DType::Float32, ys), y(DType::Float32, ys);
+    cpu::conv_reference(p, x, w, &b, ref);
+    Tensor ax = abs_of(x), aw = abs_of(w), ab = abs_of(b);
+    cpu::conv_reference(p, ax, aw, &ab, absref);
+    EXPECT_TRUE(dc.run(p, x.data<float>(), weights_given ? w.data<float>() : nullptr, b.data<float>(), y.data<float>(), true))
+        << what;
+    EXPECT_EQ(dc.last_winograd(), want_winograd) << what;
+    std::printf("%s: worst error / bound = %.3f\n", what.c_str(), check_close(p, y, ref, absref, what));
+    return y;
+  };
+  Tensor x = random_tensor({1, 32, 16, 16}, rng);
+  Tensor direct = check(x, true, false, "first call (direct)");
+  Tensor wino = check(x, true, true, "second call (Winograd)");
+  EXPECT_NE(std::memcmp(direct.raw(), wino.raw(), direct.nbytes()), 0) << "the two calls should take different kernels";
+  check(x, true, true, "third call (Winograd)");
+  // Another batch size after the original weights are gone (a freed initializer): its own direct, then Winograd,
+  // primitive, both made from the kept copy.
+  Tensor x2 = random_tensor({2, 32, 16, 16}, rng);
+  check(x2, false, false, "batch 2, first call");
+  check(x2, false, true, "batch 2, second call");
+  // Too few output pixels (7x7 at batch 1), where Winograd loses: direct stays.
+  Tensor x3 = random_tensor({1, 32, 7, 7}, rng);
+  check(x3, false, false, "7x7, first call");
+  check(x3, false, false, "7x7, second call");
+}
+
 TEST(Conv, RuntimeWeightsAreNotCachedByPointer) {
   std::mt19937 rng(11);
   Node n = make_node("Conv", {{"pads", ints({1, 1, 1, 1})}});

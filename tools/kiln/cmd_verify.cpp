@@ -20,6 +20,7 @@ struct VerifyOptions {
   std::string dir;
   Tolerance tol;
   int threads = 0;
+  int runs = 2;
 };
 
 // Files or folders named <prefix><number><suffix> in `dir`, ordered by number.
@@ -87,47 +88,52 @@ int verify_command(const VerifyOptions& o) {
                     " inputs (" + input_list(in_specs) + ")");
       feeds.push_back({name, t});
     }
-    std::vector<Tensor> outputs;
-    Status st = session->run(feeds, &outputs);
-    if (!st.ok()) {
-      std::printf("  FAIL  the model did not run: %s\n", st.message().c_str());
-      ++failed;
-      ++checked;
-      continue;
-    }
-    auto out_files = numbered(set_dir, "output_", ".pb", false);
-    if (out_files.empty()) {
-      std::printf("  FAIL  no output_<N>.pb reference files in %s\n", set_dir.string().c_str());
-      ++failed;
-      ++checked;
-      continue;
-    }
-    for (size_t i = 0; i < out_files.size(); ++i) {
-      std::string stored;
-      Tensor want;
-      try {
-        want = load_tensor_file(out_files[i].second.string(), &stored);
-      } catch (const Error& e) {
-        throw CliError{kExitUsage, e.what()};
-      }
-      int idx = -1;
-      for (size_t k = 0; k < out_specs.size(); ++k)
-        if (out_specs[k].name == stored) idx = (int)k;
-      if (idx < 0) idx = (int)i;
-      ++checked;
-      if (idx >= (int)outputs.size()) {
-        std::printf("  FAIL  %s: the model has only %zu outputs\n", out_files[i].second.filename().string().c_str(), outputs.size());
+    // Each data set runs o.runs times, every run checked: a shape's first run and the later ones may take different
+    // kernels (e.g. Winograd convolution from the second run on, see backends/cpu/conv_dnnl.cpp).
+    for (int run = 1; run <= o.runs; ++run) {
+      const std::string run_label = o.runs > 1 ? "run " + std::to_string(run) + "  " : "";
+      std::vector<Tensor> outputs;
+      Status st = session->run(feeds, &outputs);
+      if (!st.ok()) {
+        std::printf("  FAIL  %sthe model did not run: %s\n", run_label.c_str(), st.message().c_str());
         ++failed;
+        ++checked;
         continue;
       }
-      Comparison c = compare(outputs[idx], want, o.tol);
-      std::string line = "  " + std::string(c.pass ? "PASS" : "FAIL") + "  " + out_specs[idx].name + "  " +
-                         dtype_name(want.dtype()) + shape_str(want.shape());
-      if (c.comparable) line += "  " + error_summary(c, o.tol);
-      std::printf("%s\n", line.c_str());
-      if (!c.pass) {
-        std::printf("        %s\n", c.detail.c_str());
+      auto out_files = numbered(set_dir, "output_", ".pb", false);
+      if (out_files.empty()) {
+        std::printf("  FAIL  no output_<N>.pb reference files in %s\n", set_dir.string().c_str());
         ++failed;
+        ++checked;
+        break;
+      }
+      for (size_t i = 0; i < out_files.size(); ++i) {
+        std::string stored;
+        Tensor want;
+        try {
+          want = load_tensor_file(out_files[i].second.string(), &stored);
+        } catch (const Error& e) {
+          throw CliError{kExitUsage, e.what()};
+        }
+        int idx = -1;
+        for (size_t k = 0; k < out_specs.size(); ++k)
+          if (out_specs[k].name == stored) idx = (int)k;
+        if (idx < 0) idx = (int)i;
+        ++checked;
+        if (idx >= (int)outputs.size()) {
+          std::printf("  FAIL  %s%s: the model has only %zu outputs\n", run_label.c_str(), out_files[i].second.filename().string().c_str(), outputs.size());
+          ++failed;
+          continue;
+        }
+        Comparison c = compare(outputs[idx], want, o.tol);
+        std::string line = "  " + std::string(c.pass ? "PASS" : "FAIL") + "  " + run_label + out_specs[idx].name + "  " +
+                           dtype_name(want.dtype()) + shape_str(want.shape());
+        if (c.comparable) line += "  " + error_summary(c, o.tol);
+        std::printf("%s\n", line.c_str());
+        if (!c.pass) {
+          std::printf("        %s\n", c.detail.c_str());
+          ++failed;
+        }
       }
     }
   }
@@ -135,8 +141,8 @@ int verify_command(const VerifyOptions& o) {
     std::printf("result    FAIL: %d of %d output check%s failed\n", failed, checked, checked == 1 ? "" : "s");
     return kExitFailure;
   }
-  std::printf("result    PASS: %d output check%s in %zu data set%s\n", checked, checked == 1 ? "" : "s", sets.size(),
-              sets.size() == 1 ? "" : "s");
+  std::printf("result    PASS: %d output check%s in %zu data set%s (%d run%s each)\n", checked, checked == 1 ? "" : "s",
+              sets.size(), sets.size() == 1 ? "" : "s", o.runs, o.runs == 1 ? "" : "s");
   return kExitOk;
 }
 
@@ -149,6 +155,11 @@ void add_verify_command(CLI::App& app, int* rc) {
   sub->add_option("--rtol", o->tol.rtol, "relative tolerance: pass if |got - want| <= atol + rtol * |want|")->capture_default_str();
   sub->add_option("--atol", o->tol.atol, "absolute tolerance")->capture_default_str();
   sub->add_option("-t,--threads", o->threads, "threads (0 = all available cores)")->capture_default_str();
+  sub->add_option("--runs", o->runs,
+                  "runs per data set, each one checked (a shape's first run and the later ones may use different "
+                  "kernels, e.g. Winograd convolution from the second run on)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   sub->add_option("--scale-atol", o->tol.scale_atol,
                  "add S * max|reference| (per output) to atol: a tolerance relative to the output's scale")
       ->capture_default_str();

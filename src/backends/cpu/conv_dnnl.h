@@ -47,6 +47,9 @@ class DnnlConv {
 
   // The layout used for the last successful run (Plain or Blocked), for tests and reports.
   ConvLayout last_layout() const { return last_layout_; }
+  // Whether the last successful run used a Winograd primitive (3x3 stride-1 layers from their second call on, see
+  // winograd_candidate in conv_dnnl.cpp).
+  bool last_winograd() const { return last_winograd_; }
   size_t cached_entries() const;
   static ConvLayout choose_layout(const ConvParams& p);
 
@@ -55,6 +58,7 @@ class DnnlConv {
  private:
   ConvLayout layout_;
   ConvLayout last_layout_ = ConvLayout::Auto;
+  bool last_winograd_ = false;
   std::list<std::unique_ptr<Entry>> entries_;  // most recently used first
   KeptWeights kept_;  // a constant W, in the layout the first primitive chose
 };

@@ -74,6 +74,15 @@ const dnnl::memory& KeptWeights::for_layout(const dnnl::memory::desc& want, Held
     } else {
       slot = held_memory(want);
       dnnl::memory from = mem_.mem, to(want_view ? *want_view : want, engine(), slot.buf.get());
+      HeldMemory dense;
+      const dnnl::memory::desc& kept = mem_.mem.get_desc();
+      if (want.data.format_kind == dnnl_format_kind_wino && kept.data.format_kind == dnnl_blocked) {
+        // oneDNN makes Winograd weights only from a dense layout: go through a temporary dense copy.
+        const dnnl::memory::dims d = kept.dims();
+        dense = held_memory(dnnl::memory::desc(d, kept.data_type(), plain_tag((int)d.size())));
+        dnnl::reorder(from, dense.mem).execute(stream(), from, dense.mem);
+        from = dense.mem;
+      }
       dnnl::reorder(from, to).execute(stream(), from, to);
     }
     slot_gen = gen_;

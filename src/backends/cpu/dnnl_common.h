@@ -39,7 +39,8 @@ class KeptWeights {
   void keep(const dnnl::memory& original, const dnnl::memory::desc& want, const void* src, uint64_t fp = 0);
   // The weights for a primitive wanting layout `want`: the kept buffer itself when the layouts agree, else a reorder
   // of it into `slot`, redone when the kept copy was remade (`slot_gen` records which one `slot` holds; 0: none).
-  // `want_view`: how to see `slot` for that reorder when `want` has other (unit) dims than the kept copy.
+  // `want_view`: how to see `slot` for that reorder when `want` has other (unit) dims than the kept copy. A Winograd
+  // `want` is made through a temporary dense copy (oneDNN reorders into Winograd layouts only from dense ones).
   const dnnl::memory& for_layout(const dnnl::memory::desc& want, HeldMemory& slot, uint64_t& slot_gen,
                                  const dnnl::memory::desc* want_view = nullptr) const;
   // Writes the kept weights into `dst`, laid out as `plain` says.
