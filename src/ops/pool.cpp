@@ -8,6 +8,7 @@
 #include "backends/cpu/data_util.h"
 #include "backends/cpu/mm_dnnl.h"
 #include "backends/cpu/mm_ref.h"
+#include "backends/cpu/pool_cl.h"
 #include "ops/common.h"
 
 namespace kiln {
@@ -122,13 +123,17 @@ class PoolK : public Kernel {
     mm::ref_pool(X.dtype(), a_, g, X.raw(), Y.raw(), ind);
   }
 
-  // X and Y are stored channels-last. oneDNN handles that layout directly; for the rare geometry it rejects,
-  // go through plain copies and the reference kernel.
+  // X and Y are stored channels-last: 2D max pooling on kiln's own kernel, the rest on oneDNN, which handles that
+  // layout directly; for the rare geometry it rejects, go through plain copies and the reference kernel.
   void run_channels_last(RunContext& ctx, const mm::PoolGeom& g) {
     const Tensor& X = ctx.input(0);
     Tensor& Y = ctx.output(0);
     if (Y.numel() == 0) return;
     const bool y_cl = ctx.output_layout(0) == Layout::ChannelsLast;
+    if (y_cl && a_.kind == PoolKind::Max && g.nsp == 2) {
+      cpu::max_pool_2d_cl(g, X.data<float>(), Y.data<float>());
+      return;
+    }
     if (y_cl && fast_.run(a_, g, X.data<float>(), Y.data<float>(), true)) return;
     const size_t es = dtype_size(X.dtype());
     const int64_t N = X.dim(0), C = X.dim(1);

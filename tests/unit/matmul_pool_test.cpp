@@ -21,6 +21,7 @@
 
 #include "backends/cpu/mm_dnnl.h"
 #include "backends/cpu/mm_ref.h"
+#include "backends/cpu/pool_cl.h"
 #include "ops/common.h"
 
 using namespace kiln;
@@ -448,6 +449,52 @@ TEST(Pool, OneDnnMatchesReference) {
           ASSERT_NEAR(v, r, (vol + 2) * kU * 3.0) << who << (t == &fast ? " (oneDNN)" : " (node)") << " at " << i;
         }
       }
+    }
+  }
+}
+
+// kiln's channels-last 2D max pooling against the reference on the plain layout, bit for bit: channel counts below,
+// at and above its 64-channel register block, padding, ceil mode, strides, dilation, windows hanging over the
+// edge, and NaNs (kept only where one is a window's first in-bounds value, as in the reference).
+TEST(Pool, ChannelsLastMaxPoolMatchesReference) {
+  std::mt19937 rng(17);
+  const std::vector<PoolCase> cases = {
+      {"MaxPool", {2, 64, 13, 12}, {3, 3}, {2, 2}, {0, 0, 0, 0}, {}, 1},           // googlenet/squeezenet style, ceil
+      {"MaxPool", {1, 130, 9, 9}, {3, 3}, {1, 1}, {1, 1, 1, 1}, {}},               // inception branch pool, 2 blocks + 2
+      {"MaxPool", {1, 5, 11, 10}, {3, 2}, {2, 3}, {1, 0, 2, 1}, {}},                // fewer channels than a block
+      {"MaxPool", {1, 70, 11, 11}, {3, 3}, {2, 1}, {2, 1, 2, 1}, {2, 2}},          // dilated, asymmetric pads
+      {"MaxPool", {2, 64, 7, 7}, {2, 2}, {2, 2}, {}, {}, 0, 0, "SAME_UPPER"},
+      {"MaxPool", {1, 3, 2, 2}, {3, 3}, {3, 3}, {1, 1, 1, 1}, {}, 1},               // windows mostly in the pads
+  };
+  for (const auto& c : cases) {
+    Tensor X = random_tensor(rng, c.x, -3, 3);
+    // A few NaNs, some of which are first in their windows.
+    for (int64_t i = 0; i < X.numel(); i += 97) X.data<float>()[i] = std::nanf("");
+    mm::PoolAttrs a = attrs_of(c);
+    const std::string who = shape_str(c.x) + " k" + shape_str(c.kernel) + " s" + shape_str(c.strides) + " " + c.auto_pad;
+    mm::PoolGeom g = mm::pool_geometry(a, c.x, who);
+    Tensor ref(DType::Float32, g.out_shape());
+    mm::ref_pool(DType::Float32, a, g, X.raw(), ref.raw(), nullptr);
+    const int64_t N = g.N, C = g.C, S = X.numel() / (N * C), OS = ref.numel() / (N * C);
+    Tensor xcl(DType::Float32, X.shape()), ycl(DType::Float32, ref.shape());
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t ch = 0; ch < C; ++ch)
+        for (int64_t p = 0; p < S; ++p) xcl.data<float>()[(n * S + p) * C + ch] = X.data<float>()[(n * C + ch) * S + p];
+    cpu::max_pool_2d_cl(g, xcl.data<float>(), ycl.data<float>());
+    int64_t nans = 0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t ch = 0; ch < C; ++ch)
+        for (int64_t p = 0; p < OS; ++p) {
+          const float r = ref.data<float>()[(n * C + ch) * OS + p], v = ycl.data<float>()[(n * OS + p) * C + ch];
+          nans += std::isnan(r);
+          if (std::isnan(r)) {
+            ASSERT_TRUE(std::isnan(v)) << who << " n" << n << " c" << ch << " p" << p;
+          } else {
+            ASSERT_EQ(v, r) << who << " n" << n << " c" << ch << " p" << p;
+          }
+        }
+    if (c.x[1] >= 64) {
+      EXPECT_GT(nans, 0) << who << ": the NaN case should be exercised";
     }
   }
 }

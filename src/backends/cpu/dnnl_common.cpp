@@ -1,5 +1,9 @@
 #include "backends/cpu/dnnl_common.h"
 
+#include <cstdlib>
+#include <memory>
+#include <new>
+
 #include "kiln/status.h"
 
 namespace kiln::cpu {
@@ -48,6 +52,26 @@ dnnl::memory::data_type dnnl_type(DType t) {
     case DType::UInt8: return D::u8;
     default: return D::undef;
   }
+}
+
+uint8_t* scratch_buffer(size_t bytes) {
+  thread_local std::unique_ptr<void, void (*)(void*)> buf(nullptr, std::free);
+  thread_local size_t cap = 0;
+  if (bytes > cap) {
+    buf.reset();
+    cap = 0;
+    void* q = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!q) throw std::bad_alloc();
+    buf.reset(q);
+    cap = bytes;
+  }
+  return static_cast<uint8_t*>(buf.get());
+}
+
+void with_scratchpad(std::unordered_map<int, dnnl::memory>& args, dnnl::memory& pad, size_t pad_bytes) {
+  if (!pad_bytes) return;
+  pad.set_data_handle(scratch_buffer(pad_bytes));
+  args[DNNL_ARG_SCRATCHPAD] = pad;
 }
 
 HeldMemory held_memory(const dnnl::memory::desc& d) {

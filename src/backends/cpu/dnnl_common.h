@@ -2,6 +2,9 @@
 #pragma once
 #include <dnnl.hpp>
 
+#include <cstdint>
+#include <unordered_map>
+
 #include "kiln/tensor.h"
 
 namespace kiln::cpu {
@@ -17,6 +20,16 @@ dnnl::memory::format_tag plain_tag(int rank);
 dnnl::memory::format_tag channels_last_tag(int rank);
 // oneDNN data type for a kiln dtype (undef when oneDNN has none).
 dnnl::memory::data_type dnnl_type(DType t);
+
+// One grow-only buffer per calling thread for memory that lives only during one primitive call: blocked copies of
+// activations and the primitives' scratchpads (created with scratchpad_mode::user; see with_scratchpad). Sharing it
+// keeps activation-sized copies from being held per cached primitive (that would double activation memory on a
+// large 3D net), and oneDNN's own scratchpads are allocated and freed around every execution, paying page faults
+// each time (a Winograd layer of densenet121: 0.83 instead of 0.52 ms). Valid until the next call on this thread.
+uint8_t* scratch_buffer(size_t bytes);
+// For primitives whose scratchpad is user-managed: `args` gets `pad` over scratch_buffer when the primitive needs
+// one (pad_bytes > 0). Nothing else may use scratch_buffer until the primitive has run.
+void with_scratchpad(std::unordered_map<int, dnnl::memory>& args, dnnl::memory& pad, size_t pad_bytes);
 
 // A oneDNN memory over kiln's own allocation (allocate_buffer: large buffers mapped, returned to the system when
 // freed), for data kept across runs such as prepared weights. The buffer lives as long as `buf` does.

@@ -59,6 +59,8 @@ struct MatmulCache::Entry {
   bool ok = false;                 // false: oneDNN refused this configuration
   dnnl::matmul prim;
   memory src, wei, dst, bias;
+  memory pad;                      // scratchpad (user-managed, see cpu::scratch_buffer)
+  size_t pad_bytes = 0;
   bool reorder_wei = false;        // weights kept in a oneDNN-chosen layout
   memory::desc wei_plain, wei_desc;  // B as given; B as the primitive wants it
   cpu::HeldMemory wei_kept;        // constant B in wei_desc (the kept copy itself when the layouts agree)
@@ -97,6 +99,7 @@ bool MatmulCache::run(const MatmulCall& c0) {
       bias_dims[n - 1] = c.ys[n - 1];
       memory::desc bias_md(bias_dims, dt::f32, strides_for(Shape(bias_dims.begin(), bias_dims.end()), false));
       dnnl::primitive_attr attr;
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
       if (c.alpha != 1) attr.set_output_scales(0, {c.alpha});
       if (c.accumulate || !c.post.empty()) {
         dnnl::post_ops po;
@@ -119,6 +122,8 @@ bool MatmulCache::run(const MatmulCall& c0) {
         pd = make(b_md);
       }
       ne->prim = dnnl::matmul(pd);
+      ne->pad_bytes = pd.scratchpad_desc().get_size();
+      if (ne->pad_bytes) ne->pad = memory(pd.scratchpad_desc(), cpu::engine(), nullptr);
       ne->src = memory(a_md, cpu::engine(), nullptr);
       ne->dst = memory(y_md, cpu::engine(), nullptr);
       if (c.bias) ne->bias = memory(bias_md, cpu::engine(), nullptr);
@@ -155,6 +160,7 @@ bool MatmulCache::run(const MatmulCall& c0) {
     e->bias.set_data_handle(const_cast<float*>(c.bias));
     args[DNNL_ARG_BIAS] = e->bias;
   }
+  cpu::with_scratchpad(args, e->pad, e->pad_bytes);
   e->prim.execute(s, args);
   s.wait();
   return true;
@@ -177,7 +183,8 @@ struct PoolCache::Entry {
   } key;
   bool ok = false;
   dnnl::pooling_v2_forward prim;
-  memory src, dst;
+  memory src, dst, pad;
+  size_t pad_bytes = 0;
 };
 
 PoolCache::PoolCache() = default;
@@ -216,8 +223,12 @@ bool PoolCache::run(const PoolAttrs& a, const PoolGeom& g, const float* x, float
         memory::desc y_md(cpu::to_dims(g.out_shape()), dt::f32, tag);
         dnnl::pooling_v2_forward::desc d(dnnl::prop_kind::forward_inference, alg, x_md, y_md, cpu::to_dims(g.strides),
                                          cpu::to_dims(g.kernel), dil, cpu::to_dims(g.pad_l), pr);
-        dnnl::pooling_v2_forward::primitive_desc pd(d, cpu::engine());
+        dnnl::primitive_attr attr;
+        attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+        dnnl::pooling_v2_forward::primitive_desc pd(d, attr, cpu::engine());
         ne->prim = dnnl::pooling_v2_forward(pd);
+        ne->pad_bytes = pd.scratchpad_desc().get_size();
+        if (ne->pad_bytes) ne->pad = memory(pd.scratchpad_desc(), cpu::engine(), nullptr);
         ne->src = memory(x_md, cpu::engine(), nullptr);
         ne->dst = memory(y_md, cpu::engine(), nullptr);
       } catch (const dnnl::error&) {
@@ -230,7 +241,9 @@ bool PoolCache::run(const PoolAttrs& a, const PoolGeom& g, const float* x, float
   auto& s = cpu::stream();
   e->src.set_data_handle(const_cast<float*>(x));
   e->dst.set_data_handle(y);
-  e->prim.execute(s, {{DNNL_ARG_SRC, e->src}, {DNNL_ARG_DST, e->dst}});
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, e->src}, {DNNL_ARG_DST, e->dst}};
+  cpu::with_scratchpad(args, e->pad, e->pad_bytes);
+  e->prim.execute(s, args);
   s.wait();
   return true;
 }
