@@ -331,6 +331,19 @@ class ConvKernel : public Kernel {
   // A fused sum accumulates onto the summand where it lies (no copy into Y first).
   int inplace_input() const override { return cpu::has_sum(post_) ? 3 : -1; }
 
+  // The oneDNN primitive and the packed weights of the first run, made ahead (see Kernel::prepare).
+  void prepare(RunContext& ctx) override {
+    const Tensor& x = ctx.input(0);
+    const Tensor& w = ctx.input(1);
+    if (x.dtype() != DType::Float32 || w.dtype() != DType::Float32 || conv_force_reference()) return;
+    // Only constant weights in ONNX's layout are worth it (and still there: a released W has its kept copy already).
+    if (!w_constant_ || w.raw() == nullptr || (ctx.input_layout(1) == Layout::ChannelsLast && w.rank() >= 3)) return;
+    const cpu::ConvParams p = conv_params(ctx.node(), a_, x.shape(), w.shape());
+    const bool x_cl = ctx.input_layout(0) == Layout::ChannelsLast && x.rank() >= 3;
+    const bool y_cl = ctx.output_layout(0) == Layout::ChannelsLast && x.rank() >= 3;
+    dnnl_.prepare(p, w.data<float>(), ctx.has_input(2), true, x_cl, y_cl, post_, cpu::has_sum(post_));
+  }
+
   void run(RunContext& ctx) override {
     const Node& n = ctx.node();
     const Tensor& x = ctx.input(0);

@@ -99,6 +99,13 @@ class Kernel {
   // layout; the kernel must then compute correctly with the input and output aliased (e.g. a Conv's fused sum
   // accumulates onto its summand in place instead of copying it first).
   virtual int inplace_input() const { return -1; }
+  // Called once per shape plan before its first run, possibly on another thread than run() and at the same time as
+  // other kernels' prepare (never at the same time as this kernel's own run or prepare). The context is the first
+  // run's: shapes, dtypes and layouts are final and constant inputs hold their values, but computed inputs and the
+  // outputs may have no data yet (raw() may be null) and must not be read or written. A kernel may create here what
+  // its run needs for these shapes (oneDNN primitives, packed weights), so that this work is spread over the threads
+  // instead of lying on the first run's path. Errors are ignored (the run redoes the work and reports them).
+  virtual void prepare(RunContext& ctx) {}
   // Output 0 is input 0's bytes unchanged under another shape (Reshape, Flatten, Squeeze, Unsqueeze): the plan may
   // let output 0 share input 0's buffer for as long as either is read, and the kernel then copies nothing.
   virtual bool output_views_input() const { return false; }

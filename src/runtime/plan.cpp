@@ -8,8 +8,11 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <atomic>
 #include <map>
+#include <mutex>
 #include <set>
+#include <thread>
 
 namespace kiln {
 
@@ -426,11 +429,15 @@ std::vector<Tensor> Plan::run(const std::vector<const Tensor*>& inputs) {
     last_layout_stats_ = {(int)sp.steps.size() - sp.conversions, cl, sp.conversions};
   }
   const size_t nv = sp.types.size();
+  uint8_t* arena = sp.arena_bytes ? arena_->get(sp.arena_bytes) : nullptr;
+  if (!sp.prepared) {
+    sp.prepared = true;
+    prepare_kernels(sp, inputs, arena);
+  }
   std::vector<Tensor> slot(nv);
   for (size_t i = 0; i < input_ids_.size(); ++i) slot[input_ids_[i]] = *inputs[i];
   for (size_t id = 0; id < nv; ++id)
     if (!sp.constants[id].empty()) slot[id] = sp.constants[id];
-  uint8_t* arena = sp.arena_bytes ? arena_->get(sp.arena_bytes) : nullptr;
   static const Node conversion_node = [] {
     Node n;
     n.name = "layout conversion";
@@ -538,6 +545,80 @@ std::vector<Tensor> Plan::run(const std::vector<const Tensor*>& inputs) {
   }
   sp.release_checked = true;
   return outs;
+}
+
+void Plan::prepare_kernels(ShapePlan& sp, const std::vector<const Tensor*>& inputs, uint8_t* arena) {
+  // One context per step, as its first run will see it, over tensors of the context's own: known values (inputs,
+  // constants) as they are, computed ones with their final type and arena place, or no data.
+  struct Item {
+    int node;
+    std::vector<Tensor> in, out;
+    std::vector<int> in_ids;
+    std::unique_ptr<RunContext> ctx;
+  };
+  std::vector<Item> items;
+  for (const Step& s : sp.steps) {
+    if (s.node < 0 || s.dynamic || s.physical_views) continue;
+    Item it;
+    it.node = s.node;
+    bool known = true;
+    auto tensor_of = [&](int id) {
+      for (size_t i = 0; i < input_ids_.size(); ++i)
+        if (input_ids_[i] == id) return *inputs[i];
+      if (!sp.constants[id].empty()) return sp.constants[id];
+      const TensorType& t = sp.types[id];
+      if (!t.fully_known() || !dtype_supported(t.dtype)) {
+        known = false;
+        return Tensor();
+      }
+      return Tensor::view(t.dtype, t.concrete(), sp.offset[id] >= 0 ? arena + sp.offset[id] : nullptr);
+    };
+    for (int id : s.in) it.in.push_back(id < 0 ? Tensor() : tensor_of(id));
+    for (int id : s.out) it.out.push_back(id < 0 ? Tensor() : tensor_of(id));
+    if (!known) continue;
+    it.in_ids = s.in;
+    std::vector<const Tensor*> pin;
+    std::vector<Tensor*> pout;
+    for (size_t i = 0; i < it.in.size(); ++i) pin.push_back(s.in[i] < 0 ? nullptr : &it.in[i]);
+    for (size_t o = 0; o < it.out.size(); ++o) pout.push_back(s.out[o] < 0 ? nullptr : &it.out[o]);
+    it.ctx = std::make_unique<RunContext>(g_.nodes[s.node], pin, pout, s.in_layout, s.out_layout);
+    items.push_back(std::move(it));
+  }
+  // Each worker takes the next step; after its prepare, a constant read by that node alone is freed at once when the
+  // kernel now holds its own copy (as the first run would do after the step), so memory never holds every weight
+  // twice. Constants with several readers wait for the first run.
+  std::atomic<size_t> next{0};
+  std::mutex release_mutex;
+  auto work = [&] {
+    omp_set_num_threads(threads_);  // a new thread starts from the default; oneDNN sizes its primitives by it
+    for (size_t i; (i = next.fetch_add(1)) < items.size();) {
+      Item& it = items[i];
+      try {
+        kernels_[it.node]->prepare(*it.ctx);
+      } catch (...) {
+        // The first run does the work again and reports what fails.
+      }
+      if (owner_) {
+        std::lock_guard<std::mutex> lock(release_mutex);
+        for (int id : it.in_ids) {
+          if (id < 0 || sp.constants[id].empty() || sp.constants[id].raw() == nullptr) continue;
+          auto r = readers_.find(id);
+          if (r != readers_.end() && r->second.size() == 1) release_if_owned(id);
+        }
+      }
+      it.ctx.reset();
+      it.in.clear();  // drops this context's hold on a freed weight
+      it.out.clear();
+    }
+  };
+  std::vector<std::thread> helpers;
+  try {
+    for (int t = 1; t < threads_ && t < (int)items.size(); ++t) helpers.emplace_back(work);
+  } catch (const std::system_error&) {
+    // No more threads: the ones there are do it all.
+  }
+  work();
+  for (auto& h : helpers) h.join();
 }
 
 int64_t Plan::last_arena_offset(const std::string& name) const {

@@ -38,6 +38,7 @@ struct ShapePlan {
   size_t arena_bytes = 0;              // taken from the plan's Arena at run time
   int folded_nodes = 0;
   bool release_checked = false;        // owned constants looked for after this plan's first run
+  bool prepared = false;               // Kernel::prepare done (before the first run)
 };
 
 class Plan {
@@ -69,6 +70,8 @@ class Plan {
   void plan_layouts(ShapePlan& sp) const;
   void plan_memory(ShapePlan& sp) const;
   bool release_if_owned(int id);  // frees initializer `id` when every reader owns a copy (see enable_constant_release)
+  // Before a shape plan's first run: every step's Kernel::prepare, spread over the plan's threads.
+  void prepare_kernels(ShapePlan& sp, const std::vector<const Tensor*>& inputs, uint8_t* arena);
 
   const Graph& g_;
   int threads_;

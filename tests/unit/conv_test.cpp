@@ -284,6 +284,30 @@ TEST(Conv, WinogradFromTheSecondCall) {
   check(x3, false, false, "7x7, second call");
 }
 
+// prepare() makes the entry and keeps the weights without computing (the plan calls it before a shape's first run,
+// spread over threads); it is not a call: the first run after it is still the direct one, Winograd comes second.
+TEST(Conv, PrepareReadiesTheFirstRunWithoutCountingAsOne) {
+  std::mt19937 rng(32);
+  Node n = make_node("Conv", {{"pads", ints({1, 1, 1, 1})}}, true);
+  ConvAttrs a(n, false);
+  const Shape xs{1, 32, 16, 16}, ws{64, 32, 3, 3}, ys{1, 64, 16, 16};
+  cpu::ConvParams p = conv_params(n, a, xs, ws);
+  Tensor x = random_tensor(xs, rng), w = random_tensor(ws, rng), b = random_tensor({64}, rng);
+  cpu::DnnlConv prepared, plain;
+  ASSERT_TRUE(prepared.prepare(p, w.data<float>(), true, true, false, false, {}, false));
+  EXPECT_EQ(prepared.cached_entries(), 1u);
+  EXPECT_TRUE(prepared.holds_weights());
+  Tensor y1(DType::Float32, ys), y2(DType::Float32, ys);
+  // The original weights are gone (a released initializer): the prepared copy serves.
+  ASSERT_TRUE(prepared.run(p, x.data<float>(), nullptr, b.data<float>(), y1.data<float>(), true));
+  EXPECT_FALSE(prepared.last_winograd());
+  ASSERT_TRUE(plain.run(p, x.data<float>(), w.data<float>(), b.data<float>(), y2.data<float>(), true));
+  EXPECT_EQ(std::memcmp(y1.raw(), y2.raw(), y1.nbytes()), 0) << "prepared and unprepared first runs differ";
+  EXPECT_EQ(prepared.cached_entries(), 1u);
+  ASSERT_TRUE(prepared.run(p, x.data<float>(), nullptr, b.data<float>(), y1.data<float>(), true));
+  EXPECT_TRUE(prepared.last_winograd());
+}
+
 TEST(Conv, RuntimeWeightsAreNotCachedByPointer) {
   std::mt19937 rng(11);
   Node n = make_node("Conv", {{"pads", ints({1, 1, 1, 1})}});

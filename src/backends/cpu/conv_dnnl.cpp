@@ -58,6 +58,12 @@ dnnl::memory::desc onnx_weights_md(const ConvParams& p) {
   return dnnl::memory::desc(w_d, dt::f32, w_str);
 }
 
+// oneDNN's plain (gemm-based) convolution applies post-ops in a slow separate pass (resnet50 1x1 64->256 at 56x56
+// with sum+relu: ~30 ms against ~1 ms without): there the post-ops run after the primitive, in one parallel pass.
+bool own_post_ops(ConvLayout layout, const std::vector<PostOp>& post, bool src_cl, bool dst_cl) {
+  return layout == ConvLayout::Plain && !post.empty() && !src_cl && !dst_cl;
+}
+
 // Channels-last tag for a rank (nwc / nhwc / ndhwc).
 tag cl_tag(int rank) { return rank == 3 ? tag::nwc : rank == 4 ? tag::nhwc : tag::ndhwc; }
 
@@ -206,17 +212,15 @@ ConvLayout DnnlConv::choose_layout(const ConvParams& p) {
   return pointwise ? ConvLayout::Plain : ConvLayout::Blocked;
 }
 
-bool DnnlConv::run(const ConvParams& p, const float* x, const float* w, const float* b, float* y, bool weights_constant,
-                   bool src_cl, bool dst_cl, const std::vector<PostOp>& post, const float* sum) {
+bool DnnlConv::setup(const ConvParams& p, const float* w, bool has_bias, bool weights_constant, bool src_cl, bool dst_cl,
+                     const std::vector<PostOp>& post, bool has_sum_input, bool count_call, Entry** entry,
+                     dnnl::memory* w_mem_out) {
   if (p.N * p.C * p.M * p.in_size() * p.out_size() == 0) return false;  // empty tensors: nothing for oneDNN to do
   ConvLayout layout = layout_ == ConvLayout::Auto ? choose_layout(p) : layout_;
-  // oneDNN's plain (gemm-based) convolution applies post-ops in a slow separate pass (resnet50 1x1 64->256 at 56x56
-  // with sum+relu: ~30 ms against ~1 ms without): there the post-ops run after the primitive, in one parallel pass.
-  const bool own_post = layout == ConvLayout::Plain && !post.empty() && !src_cl && !dst_cl;
+  const bool own_post = own_post_ops(layout, post, src_cl, dst_cl);
   static const std::vector<PostOp> kNone;
   const std::vector<PostOp>& prim_post = own_post ? kNone : post;
-  if (has_sum(post) && !sum) return false;
-  const bool has_bias = b != nullptr;
+  if (has_sum(post) && !has_sum_input) return false;
   // Winograd only for constant weights (their transform is costly) and blocked activations.
   const bool winograd = weights_constant && layout == ConvLayout::Blocked && winograd_candidate(p);
 
@@ -274,7 +278,7 @@ bool DnnlConv::run(const ConvParams& p, const float* x, const float* w, const fl
     } catch (const dnnl::error&) {
     }
   }
-  ++e->calls;
+  if (count_call) ++e->calls;
 
   dnnl::stream& s = stream();
   dnnl::memory w_mem;
@@ -303,6 +307,26 @@ bool DnnlConv::run(const ConvParams& p, const float* x, const float* w, const fl
     }
     w_mem = kept_.for_layout(e->w_md, e->w, e->w_gen);
   }
+  *entry = e;
+  *w_mem_out = w_mem;
+  return true;
+}
+
+bool DnnlConv::prepare(const ConvParams& p, const float* w, bool has_bias, bool weights_constant, bool src_cl,
+                       bool dst_cl, const std::vector<PostOp>& post, bool has_sum_input) {
+  Entry* e = nullptr;
+  dnnl::memory w_mem;
+  return setup(p, w, has_bias, weights_constant, src_cl, dst_cl, post, has_sum_input, false, &e, &w_mem);
+}
+
+bool DnnlConv::run(const ConvParams& p, const float* x, const float* w, const float* b, float* y, bool weights_constant,
+                   bool src_cl, bool dst_cl, const std::vector<PostOp>& post, const float* sum) {
+  Entry* e = nullptr;
+  dnnl::memory w_mem;
+  const bool has_bias = b != nullptr;
+  if (!setup(p, w, has_bias, weights_constant, src_cl, dst_cl, post, sum != nullptr, true, &e, &w_mem)) return false;
+  dnnl::stream& s = stream();
+  const bool own_post = own_post_ops(e->layout, post, src_cl, dst_cl);
   if (e->src_bytes || e->dst_bytes || e->pad_bytes) {
     uint8_t* buf = scratch_buffer(e->src_bytes + e->dst_bytes + e->pad_bytes);
     if (e->reorder_src) e->src.set_data_handle(buf);

@@ -37,6 +37,11 @@ class DnnlConv {
   // serves every later call, reordered to whatever layout a new problem needs.
   bool run(const ConvParams& p, const float* x, const float* w, const float* b, float* y, bool weights_constant,
            bool src_cl = false, bool dst_cl = false, const std::vector<PostOp>& post = {}, const float* sum = nullptr);
+  // Everything run() with these arguments would do before computing (the primitive, the kept weights in its layout),
+  // without computing: x, y and sum are not touched (only whether sum is given matters). Not counted as a call.
+  // False when oneDNN has no implementation.
+  bool prepare(const ConvParams& p, const float* w, bool has_bias, bool weights_constant, bool src_cl, bool dst_cl,
+               const std::vector<PostOp>& post, bool has_sum_input);
 
   // True when a constant W has been copied into oneDNN's layout: from then on run() and unpack_weights() need no
   // original.
@@ -56,6 +61,9 @@ class DnnlConv {
   struct Entry;
 
  private:
+  // run() and prepare(): finds or makes the entry and readies the weights (w_mem); false when oneDNN declines.
+  bool setup(const ConvParams& p, const float* w, bool has_bias, bool weights_constant, bool src_cl, bool dst_cl,
+             const std::vector<PostOp>& post, bool has_sum_input, bool count_call, Entry** entry, dnnl::memory* w_mem);
   ConvLayout layout_;
   ConvLayout last_layout_ = ConvLayout::Auto;
   bool last_winograd_ = false;
