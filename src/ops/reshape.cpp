@@ -235,9 +235,118 @@ class UnsqueezeK : public Kernel {
   std::vector<int64_t> axes_attr_;
 };
 
+// kiln:ChannelShuffle, made by graph/passes from Reshape(X, S1) -> Transpose(perm [0, 2, 1, 3, 4]) -> Reshape(S2)
+// (allowzero 0): inputs X, S1, S2; computes exactly that chain. When S1 splits X's channels [N, C, H, W] into
+// [N, g, C/g, H, W] and S2 is X's shape -- ShuffleNet's channel shuffle -- it also runs on channels-last data, so
+// the convolutions around it need no layout conversions (shufflenet_v2 at batch 8 spent 3.3 of 14.6 ms converting).
+class ChannelShuffleK : public Kernel {
+ public:
+  ChannelShuffleK(const Node& n, int) {
+    if (n.num_inputs() != 3) fail(n.describe() + ": ChannelShuffle expects inputs X, S1, S2");
+  }
+  // S1 resolved against X, the transposed shape, and S2 resolved against that.
+  struct Shapes { std::vector<Dim> s1, t, y; };
+  static Shapes resolve(const Node& n, const TensorType& x, const std::vector<int64_t>& s1, const std::vector<int64_t>& s2) {
+    Shapes r;
+    r.s1 = reshape_dims(n, x, s1, false);
+    if (r.s1.size() != 5) fail(n.describe() + ": S1 has " + std::to_string(r.s1.size()) + " entries, the transpose needs 5");
+    r.t = {r.s1[0], r.s1[2], r.s1[1], r.s1[3], r.s1[4]};
+    r.y = reshape_dims(n, make_type(x.dtype, r.t), s2, false);
+    return r;
+  }
+  static bool is_shuffle(const TensorType& x, const Shapes& r) {
+    if (!x.fully_known() || x.rank() != 4) return false;
+    for (auto& d : r.s1) if (!d.known()) return false;
+    const auto v = [](const Dim& d) { return d.value; };
+    if (v(r.s1[0]) != x.dims[0].value || v(r.s1[1]) * v(r.s1[2]) != x.dims[1].value || v(r.s1[3]) != x.dims[2].value ||
+        v(r.s1[4]) != x.dims[3].value || r.y.size() != 4)
+      return false;
+    for (int i = 0; i < 4; ++i)
+      if (!r.y[i].known() || r.y[i].value != x.dims[i].value) return false;
+    return true;
+  }
+  void infer(InferContext& ctx) override {
+    const TensorType& x = ctx.input_type(0);
+    auto s1 = known_ints(ctx, 1), s2 = known_ints(ctx, 2);
+    shuffle_ = false;
+    if (!s1 || !s2) {
+      ctx.set_output(0, unknown_type(x.dtype));
+      return;
+    }
+    Shapes r = resolve(ctx.node(), x, *s1, *s2);
+    shuffle_ = is_shuffle(x, r);
+    ctx.set_output(0, make_type(x.dtype, r.y));
+  }
+  // Channels-last only for a channel shuffle of channels-last data (as the shape plan just inferred).
+  LayoutRule layout_rule(const std::vector<const TensorType*>& types, const std::vector<Layout>& layouts) const override {
+    return shuffle_ && types[0] && types[0]->rank() == 4 && layouts[0] == Layout::ChannelsLast ? LayoutRule::ChannelsLast
+                                                                                                : LayoutRule::PlainOnly;
+  }
+  void run(RunContext& ctx) override {
+    const Node& n = ctx.node();
+    const Tensor& x = ctx.input(0);
+    Tensor& y = ctx.output(0);
+    const TensorType xt = TensorType::of(x.dtype(), x.shape());
+    Shapes r = resolve(n, xt, to_int64s(ctx.input(1)), to_int64s(ctx.input(2)));
+    Shape t;
+    for (auto& d : r.t) t.push_back(d.value);
+    if (y.numel() != x.numel() || shape_numel(t) != x.numel())
+      fail(n.describe() + ": cannot reshape " + shape_str(x.shape()) + " through " + shape_str(t) + " to " + shape_str(y.shape()));
+    const size_t es = dtype_size(x.dtype());
+    if (x.numel() == 0) return;
+    const bool x_cl = ctx.input_layout(0) == Layout::ChannelsLast, y_cl = ctx.output_layout(0) == Layout::ChannelsLast;
+    if (x_cl || y_cl) {
+      if (!(x_cl && y_cl && is_shuffle(xt, r)))
+        fail(n.describe() + ": channels-last data for a reshape that is not a channel shuffle (a planner error)");
+      // Per pixel, channel i*cg + j goes to j*g + i.
+      const int64_t g = t[2], cg = t[1], C = g * cg, pixels = x.numel() / C;
+      const uint8_t* xs = static_cast<const uint8_t*>(x.raw());
+      uint8_t* ys = static_cast<uint8_t*>(y.raw());
+      auto shuffle = [&](auto tag) {
+        using T = decltype(tag);
+        const T* xp = reinterpret_cast<const T*>(xs);
+        T* yp = reinterpret_cast<T*>(ys);
+        if (g == 2) {  // interleave the two halves (the common case), in a form the compiler vectorises
+#pragma omp parallel for schedule(static)
+          for (int64_t p = 0; p < pixels; ++p) {
+            const T* a = xp + p * C;
+            const T* b = a + cg;
+            T* o = yp + p * C;
+            for (int64_t j = 0; j < cg; ++j) {
+              o[2 * j] = a[j];
+              o[2 * j + 1] = b[j];
+            }
+          }
+          return;
+        }
+#pragma omp parallel for schedule(static)
+        for (int64_t p = 0; p < pixels; ++p)
+          for (int64_t j = 0; j < cg; ++j)
+            for (int64_t i = 0; i < g; ++i) yp[p * C + j * g + i] = xp[p * C + i * cg + j];
+      };
+      switch (es) {
+        case 1: shuffle(uint8_t{}); return;
+        case 2: shuffle(uint16_t{}); return;
+        case 4: shuffle(uint32_t{}); return;
+        case 8: shuffle(uint64_t{}); return;
+        default: fail(n.describe() + ": unsupported element size");
+      }
+    }
+    // Plain: the transpose of X seen as S1, written in order (the second reshape moves no bytes).
+    Shape s1;
+    for (auto& d : r.s1) s1.push_back(d.value);
+    const auto st1 = strides_of(s1);
+    data::strided_copy(y.raw(), x.raw(), t, {st1[0], st1[2], st1[1], st1[3], st1[4]}, es);
+  }
+
+ private:
+  bool shuffle_ = false;  // the last inference (the shape plan being planned) was a channel shuffle
+};
+
 }  // namespace
 
 void register_reshape(Registry& r) {
+  r.add_domain("kiln", "ChannelShuffle", 1, make_kernel<ChannelShuffleK>());
   r.add("Reshape", 1, make_kernel<ReshapeK>());
   r.add("Flatten", 1, make_kernel<FlattenK>());
   r.add("Squeeze", 1, make_kernel<SqueezeK>());

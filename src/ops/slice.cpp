@@ -99,6 +99,15 @@ class SliceK : public Kernel {
     }
     ctx.set_output(0, data::make_type(x.dtype, out));
   }
+  // A channels-last input stays channels-last (e.g. ShuffleNet's channel split, between convolutions): the copy just
+  // walks the physical order.
+  LayoutRule layout_rule(const std::vector<const TensorType*>& types, const std::vector<Layout>& layouts) const override {
+    if (!types.empty() && types[0] && types[0]->has_shape && types[0]->rank() >= 3 && !layouts.empty() &&
+        layouts[0] == Layout::ChannelsLast)
+      return LayoutRule::ChannelsLast;
+    return LayoutRule::PlainOnly;
+  }
+
   void run(RunContext& ctx) override {
     const Node& n = ctx.node();
     const Tensor& x = ctx.input(0);
@@ -106,7 +115,19 @@ class SliceK : public Kernel {
     auto p = params(n, [&](int i) { return ctx.has_input(i) ? &ctx.input(i) : nullptr; }, ctx.has_input(3), ctx.has_input(4));
     if (!p) fail(n.describe() + ": slice parameters are missing");
     Shape shape = x.shape();
-    auto is = strides_of(x.shape());
+    // Element strides of x's logical axes in its storage: channels-last keeps C innermost (N, D1..Dk, C).
+    const bool x_cl = ctx.input_layout(0) == Layout::ChannelsLast && r >= 3;
+    const bool y_cl = ctx.output_layout(0) == Layout::ChannelsLast && r >= 3;
+    std::vector<int64_t> is = strides_of(x.shape());
+    if (x_cl) {
+      Shape phys{x.dim(0)};
+      for (int a = 2; a < r; ++a) phys.push_back(x.dim(a));
+      phys.push_back(x.dim(1));
+      const auto ps = strides_of(phys);
+      is[0] = ps[0];
+      is[1] = 1;
+      for (int a = 2; a < r; ++a) is[a] = ps[a - 1];
+    }
     std::vector<int64_t> st = is;
     int64_t off = 0;
     for (size_t i = 0; i < p->axes.size(); ++i) {
@@ -120,6 +141,16 @@ class SliceK : public Kernel {
     if (y.shape() != shape) fail(n.describe() + ": output shape " + shape_str(y.shape()) + " differs from " + shape_str(shape));
     if (shape_numel(shape) == 0) return;
     const size_t es = dtype_size(x.dtype());
+    if (y_cl) {
+      // y is written in its physical order: axes N, D1..Dk, C.
+      Shape ys{shape[0]};
+      std::vector<int64_t> yst{st[0]};
+      for (int a = 2; a < r; ++a) { ys.push_back(shape[a]); yst.push_back(st[a]); }
+      ys.push_back(shape[1]);
+      yst.push_back(st[1]);
+      data::strided_copy(y.raw(), (const uint8_t*)x.raw() + off * (int64_t)es, ys, yst, es);
+      return;
+    }
     data::strided_copy(y.raw(), (const uint8_t*)x.raw() + off * (int64_t)es, shape, st, es);
   }
 

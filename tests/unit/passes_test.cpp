@@ -492,6 +492,58 @@ TEST(Passes, ZeroPadIsRemoved) {
   }
 }
 
+// ShuffleNet's channel shuffle, Reshape -> Transpose(0, 2, 1, 3, 4) -> Reshape, becomes one kiln:ChannelShuffle,
+// which keeps channels-last data channels-last between the convolutions: only the graph's input and output are
+// converted. The same chain when it is not a channel shuffle is fused too and computed as the three ops were.
+TEST(Passes, ChannelShuffle) {
+  std::mt19937 rng(14);
+  auto build = [&](std::vector<int64_t> s1, std::vector<int64_t> s2, bool shared_transpose) {
+    G b;
+    b.input("X", {2, 3, 7, 6});
+    std::string c = add_conv(b, "X", rng);  // 8 channels
+    b.init("s1", shape_tensor(s1));
+    b.init("s2", shape_tensor(s2));
+    std::string r1 = b.node("Reshape", {c, "s1"});
+    std::string t = b.node("Transpose", {r1}, {{"perm", aints({0, 2, 1, 3, 4})}});
+    std::string r2 = b.node("Reshape", {t, "s2"});
+    if (s2.size() == 4) {
+      b.init("W2", rnd({8, 8, 3, 3}, rng));
+      b.node("Conv", {r2, "W2"}, {{"pads", aints({1, 1, 1, 1})}}, "Y");
+    } else {
+      b.node("Relu", {r2}, {}, "Y");
+    }
+    b.output("Y");
+    if (shared_transpose) {
+      b.node("Neg", {t}, {}, "Z");
+      b.output("Z");
+    }
+    return b.g;
+  };
+  const Tensor x = rnd({2, 3, 7, 6}, rng);
+  auto conversions = [&](const Graph& g) {
+    Plan plan(g, 2);
+    plan.run({&x});
+    return plan.last_layout_stats()[2];
+  };
+  // A channel shuffle of 2 groups.
+  Graph orig = build({2, 2, 4, 7, 6}, {2, 8, 7, 6}, false);
+  Graph g = optimize_and_compare(orig, {x});
+  EXPECT_EQ(count_op(g, "ChannelShuffle"), 1);
+  EXPECT_EQ(count_op(g, "Transpose") + count_op(g, "Reshape"), 0);
+  EXPECT_EQ(conversions(g), 2);
+  EXPECT_GT(conversions(orig), 2);
+  // Four groups, with -1 and 0 in the targets (Reshape's rules apply).
+  g = optimize_and_compare(build({0, 4, -1, 7, 6}, {0, -1, 7, 6}, false), {x});
+  EXPECT_EQ(count_op(g, "ChannelShuffle"), 1);
+  EXPECT_EQ(conversions(g), 2);
+  // Not a channel shuffle (S1 does not split the channel axis alone; the result is 3-D): fused, plain, same values.
+  g = optimize_and_compare(build({2, 2, 4, 42, 1}, {2, 8, 42}, false), {x});
+  EXPECT_EQ(count_op(g, "ChannelShuffle"), 1);
+  // The transposed value read elsewhere: nothing to fuse.
+  g = optimize_and_compare(build({2, 2, 4, 7, 6}, {2, 8, 7, 6}, true), {x});
+  EXPECT_EQ(count_op(g, "ChannelShuffle"), 0);
+}
+
 TEST(Passes, AddWithBroadcastIsNotFused) {
   std::mt19937 rng(8);
   G b;
@@ -589,4 +641,34 @@ TEST(Passes, TrainingDropoutWithZeroRatioIsIdentity) {
     passes::eliminate_identity(g);
     EXPECT_EQ(count_op(g, "Dropout"), ratio == 0.0f ? 0 : 1) << "ratio " << ratio;
   }
+}
+
+// Slice keeps channels-last data channels-last (ShuffleNet's channel split between convolutions): a channel half, and
+// a slice with steps over channels and both spatial axes, equal the plain plan's results, with only the graph's
+// input and output converted.
+TEST(Layout, ChannelsLastSliceMatchesPlain) {
+  std::mt19937 rng(15);
+  G b;
+  b.input("X", {2, 3, 9, 8});
+  std::string c = add_conv(b, "X", rng);  // 8 channels
+  b.init("st1", shape_tensor({4}));
+  b.init("en1", shape_tensor({8}));
+  b.init("ax1", shape_tensor({1}));
+  std::string half = b.node("Slice", {c, "st1", "en1", "ax1"});
+  b.init("st2", shape_tensor({0, 1, 7}));
+  b.init("en2", shape_tensor({4, 9, -9}));
+  b.init("ax2", shape_tensor({1, 2, 3}));
+  b.init("sp2", shape_tensor({2, 2, -3}));
+  std::string strided = b.node("Slice", {half, "st2", "en2", "ax2", "sp2"});  // [2, 2, 4, 3]
+  b.init("W2", rnd({8, 2, 3, 3}, rng));
+  b.node("Conv", {strided, "W2"}, {{"pads", aints({1, 1, 1, 1})}}, "Y");
+  b.output("Y");
+  const Tensor x = rnd({2, 3, 9, 8}, rng);
+  Plan cl(b.g, 2, true), plain(b.g, 2, false);
+  auto got = cl.run({&x}), want = plain.run({&x});
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_EQ(got[0].shape(), (Shape{2, 8, 4, 3}));
+  expect_close(got[0], want[0]);
+  EXPECT_EQ(cl.last_layout_stats()[2], 2);
+  EXPECT_EQ(cl.last_layout_stats()[1], 4) << "both convolutions and both slices channels-last";
 }

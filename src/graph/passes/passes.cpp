@@ -508,6 +508,39 @@ bool fuse_activation(Graph& g, const TypeMap& types) {
   return changed;
 }
 
+bool fuse_channel_shuffle(Graph& g) {
+  Uses u(g);
+  std::vector<bool> removed(g.nodes.size(), false);
+  bool changed = false;
+  auto plain_reshape = [](const Node& n) {
+    return is_op(n, "Reshape") && n.inputs.size() == 2 && n.outputs.size() == 1 && n.attr_int("allowzero", 0) == 0;
+  };
+  for (size_t ti = 0; ti < g.nodes.size(); ++ti) {
+    const Node& t = g.nodes[ti];
+    if (!is_op(t, "Transpose") || t.inputs.size() != 1 || t.outputs.size() != 1 ||
+        t.attr_ints("perm", {}) != std::vector<int64_t>{0, 2, 1, 3, 4})
+      continue;
+    auto pit = u.producer.find(t.inputs[0]);
+    if (pit == u.producer.end() || removed[pit->second] || !plain_reshape(g.nodes[pit->second]) ||
+        !u.private_value(t.inputs[0], 1) || !u.private_value(t.outputs[0], 1))
+      continue;
+    const int ri = u.consumers.at(t.outputs[0])[0];
+    if (removed[ri] || !plain_reshape(g.nodes[ri]) || g.nodes[ri].inputs[0] != t.outputs[0]) continue;
+    const Node& r1 = g.nodes[pit->second];
+    Node& r2 = g.nodes[ri];
+    r2.op_type = "ChannelShuffle";
+    r2.domain = "kiln";
+    r2.inputs = {r1.inputs[0], r1.inputs[1], r2.inputs[1]};
+    r2.attrs.clear();
+    removed[pit->second] = removed[ti] = true;
+    changed = true;
+  }
+  if (!changed) return false;
+  g.opsets["kiln"] = 1;
+  drop_removed(g, removed);
+  return true;
+}
+
 // ---- driver -------------------------------------------------------------------------------------------------------
 
 PassStats optimize(Graph& g) {
@@ -532,6 +565,7 @@ PassStats optimize(Graph& g) {
       bool c = fuse_matmul_bias(g, types);
       c = fuse_conv_add(g, types) || c;
       c = fuse_activation(g, types) || c;
+      c = fuse_channel_shuffle(g) || c;
       st.fused = st.fused || c;
       if (!c) break;
     }

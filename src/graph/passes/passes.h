@@ -7,6 +7,7 @@
 //     (see backends/cpu/conv_postops.h). A "sum" post-op (residual Add) adds input 3, which has the output's shape.
 //   * MatMul (+ bias Add, + activations) becomes op "FusedMatMul" in domain "kiln" (opset 1; the pass imports the
 //     domain): inputs A, B, optional bias [N] / [1, ..., N], plus the same kiln.post_* attributes (no "sum").
+//   * Reshape -> Transpose(0, 2, 1, 3, 4) -> Reshape becomes "ChannelShuffle" in domain "kiln": inputs X, S1, S2.
 #pragma once
 #include <string>
 #include <unordered_map>
@@ -33,6 +34,10 @@ bool fuse_conv_add(Graph& g, const TypeMap& types);
 // Conv / ConvTranspose / MatMul / FusedMatMul followed by an activation (Relu, LeakyRelu, Clip with constant bounds,
 // Sigmoid, Tanh, Elu, HardSigmoid, HardSwish, HardSigmoid+Mul, x*Sigmoid(x), Gelu and its Erf expansion) -> post-op.
 bool fuse_activation(Graph& g, const TypeMap& types);
+
+// Reshape(X, S1) -> Transpose(perm [0, 2, 1, 3, 4]) -> Reshape(S2), intermediates used nowhere else ->
+// kiln:ChannelShuffle(X, S1, S2) (ShuffleNet's channel shuffle; see ops/reshape.cpp).
+bool fuse_channel_shuffle(Graph& g);
 
 struct PassStats {
   int removed_nodes = 0;   // nodes before - nodes after
