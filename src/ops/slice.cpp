@@ -120,10 +120,7 @@ class SliceK : public Kernel {
     const bool y_cl = ctx.output_layout(0) == Layout::ChannelsLast && r >= 3;
     std::vector<int64_t> is = strides_of(x.shape());
     if (x_cl) {
-      Shape phys{x.dim(0)};
-      for (int a = 2; a < r; ++a) phys.push_back(x.dim(a));
-      phys.push_back(x.dim(1));
-      const auto ps = strides_of(phys);
+      const auto ps = strides_of(data::physical_order(x.shape()));
       is[0] = ps[0];
       is[1] = 1;
       for (int a = 2; a < r; ++a) is[a] = ps[a - 1];
@@ -141,17 +138,9 @@ class SliceK : public Kernel {
     if (y.shape() != shape) fail(n.describe() + ": output shape " + shape_str(y.shape()) + " differs from " + shape_str(shape));
     if (shape_numel(shape) == 0) return;
     const size_t es = dtype_size(x.dtype());
-    if (y_cl) {
-      // y is written in its physical order: axes N, D1..Dk, C.
-      Shape ys{shape[0]};
-      std::vector<int64_t> yst{st[0]};
-      for (int a = 2; a < r; ++a) { ys.push_back(shape[a]); yst.push_back(st[a]); }
-      ys.push_back(shape[1]);
-      yst.push_back(st[1]);
-      data::strided_copy(y.raw(), (const uint8_t*)x.raw() + off * (int64_t)es, ys, yst, es);
-      return;
-    }
-    data::strided_copy(y.raw(), (const uint8_t*)x.raw() + off * (int64_t)es, shape, st, es);
+    // A channels-last y is written in its physical order.
+    data::strided_copy(y.raw(), (const uint8_t*)x.raw() + off * (int64_t)es, y_cl ? data::physical_order(shape) : shape,
+                       y_cl ? data::physical_order(st) : st, es);
   }
 
  private:

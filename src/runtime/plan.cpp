@@ -183,16 +183,6 @@ ShapePlan Plan::analyze(const std::vector<TensorType>& input_types, bool fold) c
 
 namespace {
 
-// Logical (N, C, D1..Dk) <-> physical (N, D1..Dk, C) for ChannelsLast tensors.
-Shape physical_shape(const Shape& logical) {
-  Shape p = logical;
-  if (p.size() >= 3) {
-    p.erase(p.begin() + 1);
-    p.push_back(logical[1]);
-  }
-  return p;
-}
-
 // A value whose spatial dims are all 1 has the same bytes in both layouts.
 bool layout_free(const TensorType& t) {
   if (!t.fully_known() || t.rank() < 3) return true;
@@ -216,7 +206,7 @@ bool broadcast_view_ok(const Shape& b, int rank) {
 Shape broadcast_view(const Shape& b, int rank) {
   Shape a((size_t)(rank - (int)b.size()), 1);
   a.insert(a.end(), b.begin(), b.end());
-  return physical_shape(a);
+  return data::physical_order(a);
 }
 
 }  // namespace
@@ -503,12 +493,12 @@ std::vector<Tensor> Plan::run(const std::vector<const Tensor*>& inputs) {
         for (size_t i = 0; i < pin.size(); ++i) {
           if (!pin[i]) continue;
           const Shape& sh = pin[i]->shape();
-          vin[i] = pin[i]->reshaped(sh == oshape ? physical_shape(sh) : broadcast_view(sh, rank));
+          vin[i] = pin[i]->reshaped(sh == oshape ? data::physical_order(sh) : broadcast_view(sh, rank));
           pin[i] = &vin[i];
         }
         for (size_t o = 0; o < pout.size(); ++o) {
           if (!pout[o]) continue;
-          vout[o] = pout[o]->reshaped(physical_shape(pout[o]->shape()));
+          vout[o] = pout[o]->reshaped(data::physical_order(pout[o]->shape()));
           pout[o] = &vout[o];
         }
       }

@@ -42,6 +42,15 @@ std::vector<std::pair<int64_t, fs::path>> numbered(const fs::path& dir, const st
   return r;
 }
 
+// A tensor file of the test case; an unreadable one is a usage error naming the file.
+Tensor load_case_tensor(const fs::path& path, std::string* stored_name) {
+  try {
+    return load_tensor_file(path.string(), stored_name);
+  } catch (const Error& e) {
+    throw CliError{kExitUsage, e.what()};
+  }
+}
+
 int verify_command(const VerifyOptions& o) {
   if (!(o.tol.rtol >= 0) || !(o.tol.atol >= 0) || !(o.tol.scale_atol >= 0))
     usage_error("--rtol, --atol and --scale-atol must be >= 0");
@@ -74,12 +83,7 @@ int verify_command(const VerifyOptions& o) {
     std::vector<std::pair<std::string, Tensor>> feeds;
     for (size_t i = 0; i < in_files.size(); ++i) {
       std::string stored;
-      Tensor t;
-      try {
-        t = load_tensor_file(in_files[i].second.string(), &stored);
-      } catch (const Error& e) {
-        throw CliError{kExitUsage, e.what()};
-      }
+      Tensor t = load_case_tensor(in_files[i].second, &stored);
       bool known = false;
       for (auto& s : in_specs) known = known || s.name == stored;
       std::string name = known ? stored : (i < in_specs.size() ? in_specs[i].name : "");
@@ -89,7 +93,15 @@ int verify_command(const VerifyOptions& o) {
       feeds.push_back({name, t});
     }
     // Each data set runs o.runs times, every run checked: a shape's first run and the later ones may take different
-    // kernels (e.g. Winograd convolution from the second run on, see backends/cpu/conv_dnnl.cpp).
+    // kernels (e.g. Winograd convolution from the second run on, see backends/cpu/conv_dnnl.cpp). The references are
+    // read once, after the first run that succeeds.
+    struct Reference {
+      fs::path file;
+      std::string stored;  // the tensor name in the file
+      Tensor want;
+    };
+    std::vector<Reference> refs;
+    bool refs_read = false;
     for (int run = 1; run <= o.runs; ++run) {
       const std::string run_label = o.runs > 1 ? "run " + std::to_string(run) + "  " : "";
       std::vector<Tensor> outputs;
@@ -100,28 +112,30 @@ int verify_command(const VerifyOptions& o) {
         ++checked;
         continue;
       }
-      auto out_files = numbered(set_dir, "output_", ".pb", false);
-      if (out_files.empty()) {
+      if (!refs_read) {
+        refs_read = true;
+        for (auto& [num, file] : numbered(set_dir, "output_", ".pb", false)) {
+          Reference r{file, "", Tensor()};
+          r.want = load_case_tensor(file, &r.stored);
+          refs.push_back(std::move(r));
+        }
+      }
+      if (refs.empty()) {
         std::printf("  FAIL  no output_<N>.pb reference files in %s\n", set_dir.string().c_str());
         ++failed;
         ++checked;
         break;
       }
-      for (size_t i = 0; i < out_files.size(); ++i) {
-        std::string stored;
-        Tensor want;
-        try {
-          want = load_tensor_file(out_files[i].second.string(), &stored);
-        } catch (const Error& e) {
-          throw CliError{kExitUsage, e.what()};
-        }
+      for (size_t i = 0; i < refs.size(); ++i) {
+        const Tensor& want = refs[i].want;
         int idx = -1;
         for (size_t k = 0; k < out_specs.size(); ++k)
-          if (out_specs[k].name == stored) idx = (int)k;
+          if (out_specs[k].name == refs[i].stored) idx = (int)k;
         if (idx < 0) idx = (int)i;
         ++checked;
         if (idx >= (int)outputs.size()) {
-          std::printf("  FAIL  %s%s: the model has only %zu outputs\n", run_label.c_str(), out_files[i].second.filename().string().c_str(), outputs.size());
+          std::printf("  FAIL  %s%s: the model has only %zu outputs\n", run_label.c_str(),
+                      refs[i].file.filename().string().c_str(), outputs.size());
           ++failed;
           continue;
         }

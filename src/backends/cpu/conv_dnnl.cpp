@@ -261,8 +261,9 @@ bool DnnlConv::setup(const ConvParams& p, const float* w, bool has_bias, bool we
     e = entries_.front().get();
   }
   if (e->failed) return false;
-  if (e->winograd_later && e->calls > 0) {
-    // From the second call on: Winograd when oneDNN has a kernel for this problem (else direct stays).
+  if (count_call && e->winograd_later && e->calls > 0) {
+    // From the second call on: Winograd when oneDNN has a kernel for this problem (else direct stays). Only a call
+    // switches: prepare() readies what the next call runs and leaves the choice to it.
     e->winograd_later = false;
     Entry wino;
     wino.p = e->p;

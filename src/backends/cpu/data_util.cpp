@@ -286,5 +286,14 @@ Dim merge_equal(const Node& n, const Dim& a, const Dim& b, const std::string& wh
   return a.symbol.empty() ? b : a;
 }
 
+std::vector<int64_t> physical_order(const std::vector<int64_t>& logical) {
+  std::vector<int64_t> p = logical;
+  if (p.size() >= 3) {
+    p.erase(p.begin() + 1);
+    p.push_back(logical[1]);
+  }
+  return p;
+}
+
 }  // namespace data
 }  // namespace kiln

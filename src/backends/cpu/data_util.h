@@ -30,6 +30,10 @@ void transpose_naive(void* dst, const void* src, const Shape& in_shape, const st
 
 // ---- shape helpers -----------------------------------------------------------------------------
 
+// A per-axis list (shape, strides, ...) of a ChannelsLast tensor, from logical order (N, C, D1..Dk) to physical
+// order (N, D1..Dk, C); ranks below 3 are returned as they are.
+std::vector<int64_t> physical_order(const std::vector<int64_t>& logical);
+
 // Integer values of an optional input when known (int32/int64), else nullopt.
 std::optional<std::vector<int64_t>> known_ints(const InferContext& ctx, int i);
 
