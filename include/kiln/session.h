@@ -45,6 +45,8 @@ struct RunStats {
   size_t arena_bytes = 0;      // intermediate memory of the current plan
   size_t weight_bytes = 0;     // initializers
   size_t released_weight_bytes = 0;  // of which freed: the kernels keep prepared copies (e.g. oneDNN's layouts)
+  size_t deferred_weight_bytes = 0;  // of which left in the model file at load, unaligned, for the kernels that
+                                     // pack them to copy out (Tensor::deferred)
   int steps = 0;               // kernels the current plan runs
   int channels_last_steps = 0; // of which produce channels-last data
   int layout_conversions = 0;  // layout conversions the planner inserted
@@ -86,6 +88,7 @@ class Session {
   std::vector<ValueSpec> inputs_, outputs_;
   std::unique_ptr<Plan> plan_;
   int threads_ = 1;
+  size_t deferred_bytes_ = 0;
 };
 
 // Number of cores this process may use (affinity mask), at least 1.

@@ -32,6 +32,13 @@ class Tensor {
   Tensor(DType dtype, Shape shape);
   // Borrows `data`; the caller keeps it alive.
   static Tensor view(DType dtype, Shape shape, void* data);
+  // Borrows `data`, kept alive (and let go of) by `keep`.
+  static Tensor borrowed(DType dtype, Shape shape, void* data, std::shared_ptr<void> keep);
+  // A weight not yet copied out of its source (a mapped model file) because its bytes there are not aligned for its
+  // element type: raw() is null and source() holds the bytes, which only code that reads them as bytes may use
+  // (`staged_copy` in core/staging.h, `materialized`). `keep` keeps the source alive. The source must be a private
+  // file mapping never written: its pages may be dropped from memory at any time and are read again from the file.
+  static Tensor deferred(DType dtype, Shape shape, const void* source, std::shared_ptr<void> keep);
 
   DType dtype() const { return dtype_; }
   const Shape& shape() const { return shape_; }
@@ -46,10 +53,15 @@ class Tensor {
   template <class T> T* data() { return static_cast<T*>(data_); }
   template <class T> const T* data() const { return static_cast<const T*>(data_); }
 
+  bool is_deferred() const { return source_ != nullptr; }
+  const void* source() const { return source_; }
+
   // Same buffer, new shape (numel must match).
   Tensor reshaped(Shape shape) const;
-  // Deep copy with owned storage.
+  // Deep copy with owned storage (of a deferred tensor: its bytes, copied out of the source).
   Tensor clone() const;
+  // A deferred tensor copied into storage of its own; any other tensor as it is.
+  Tensor materialized() const { return source_ ? clone() : *this; }
 
  private:
   DType dtype_ = DType::Undefined;
@@ -57,6 +69,7 @@ class Tensor {
   int64_t numel_ = 0;
   std::shared_ptr<void> storage_;
   void* data_ = nullptr;
+  const void* source_ = nullptr;  // deferred tensors only (data_ is null)
 };
 
 // IEEE half <-> float conversions (used by Cast and the loader).

@@ -99,6 +99,19 @@ Tensor Tensor::view(DType dtype, Shape shape, void* data) {
   return t;
 }
 
+Tensor Tensor::borrowed(DType dtype, Shape shape, void* data, std::shared_ptr<void> keep) {
+  Tensor t = view(dtype, std::move(shape), data);
+  t.storage_ = std::move(keep);
+  return t;
+}
+
+Tensor Tensor::deferred(DType dtype, Shape shape, const void* source, std::shared_ptr<void> keep) {
+  Tensor t = view(dtype, std::move(shape), nullptr);
+  t.source_ = source;
+  t.storage_ = std::move(keep);
+  return t;
+}
+
 Tensor Tensor::reshaped(Shape shape) const {
   if (shape_numel(shape) != numel_)
     throw Error("cannot reshape " + shape_str(shape_) + " to " + shape_str(shape));
@@ -109,7 +122,7 @@ Tensor Tensor::reshaped(Shape shape) const {
 
 Tensor Tensor::clone() const {
   Tensor t(dtype_, shape_);
-  if (nbytes()) std::memcpy(t.data_, data_, nbytes());
+  if (nbytes()) std::memcpy(t.data_, source_ ? source_ : data_, nbytes());
   return t;
 }
 

@@ -143,4 +143,14 @@ void Graph::topo_sort() {
       throw Error(ErrorCode::InvalidModel, "graph output '" + o.name + "' is never produced");
 }
 
+int Graph::settle_deferred(const std::function<bool(const std::string& name)>& keep) {
+  int kept = 0;
+  for (auto& [name, t] : initializers) {
+    if (!t.is_deferred()) continue;
+    if (keep(name)) ++kept;
+    else t = t.materialized();
+  }
+  return kept;
+}
+
 }  // namespace kiln

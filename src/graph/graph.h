@@ -1,6 +1,7 @@
 // The in-memory model: nodes, values, initializers, attributes. Knows nothing of protobuf or kernels.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -93,6 +94,9 @@ class Graph {
   int64_t opset(const std::string& domain) const;  // 0 when not imported
   // Orders nodes so every input is produced before use; errors on cycles / undefined values.
   void topo_sort();
+  // Copies each deferred initializer (Tensor::deferred) out of its source unless `keep(name)` says every reader of
+  // it takes it deferred. Returns how many stay deferred.
+  int settle_deferred(const std::function<bool(const std::string& name)>& keep);
 };
 
 // Domain names "" and "ai.onnx" are the same domain.

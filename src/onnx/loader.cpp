@@ -31,7 +31,13 @@ struct LoadCtx {
   // pages are handed back (release_pages) when `mapped` is set.
   std::vector<std::string_view> raw;
   bool mapped = false;
+  // Set when large weights may stay in the mapping (load_onnx_file's defer_weights): it keeps the mapping alive.
+  std::shared_ptr<void> mapping;
 };
+
+// Weights at least this large stay in the mapping when deferring; smaller ones (shapes, scales, biases, often read
+// as values while planning) are copied.
+constexpr uint64_t kDeferBytes = 64 * 1024;
 
 // Drops the whole pages inside [p, p + n) of a read-only file mapping from the resident set (they are re-read
 // from the file if ever touched again).
@@ -109,6 +115,20 @@ Tensor tensor_from_proto(const onnx::TensorProto& p, const LoadCtx& ctx, const s
     if (raw.size() != nbytes)
       bad(where, "raw_data has " + std::to_string(raw.size()) + " bytes but shape " + shape_str(shape) + " of " +
                      dtype_name(dt) + " needs " + std::to_string(nbytes));
+    if (ctx.mapping && nbytes >= kDeferBytes) {
+      // Left in the mapping: whole pages inside the weight leave the resident set once the last tensor holding
+      // them is gone (a prepared copy has replaced it, or the session is closed).
+      struct Range {
+        std::shared_ptr<void> mapping;
+        const char* p;
+        size_t n;
+        ~Range() { release_pages(p, n); }
+      };
+      auto keep = std::make_shared<Range>(Range{ctx.mapping, raw.data(), raw.size()});
+      if (reinterpret_cast<uintptr_t>(raw.data()) % esize == 0)
+        return Tensor::borrowed(dt, shape, const_cast<char*>(raw.data()), std::move(keep));
+      return Tensor::deferred(dt, shape, raw.data(), std::move(keep));
+    }
     Tensor t(dt, shape);
     if (nbytes) std::memcpy(t.raw(), raw.data(), nbytes);
     return t;
@@ -216,8 +236,9 @@ std::unique_ptr<Graph> graph_from_proto(onnx::GraphProto& gp, const LoadCtx& ctx
     const bool has_raw = depth == 0 && init_index < (int)ctx.raw.size() && ctx.raw[init_index].data() != nullptr;
     if (has_raw) raw = ctx.raw[init_index];
     ++init_index;
-    g->initializers[t.name()] = tensor_from_proto(t, ctx, "initializer", raw, has_raw);
-    if (has_raw && ctx.mapped) release_pages(raw.data(), raw.size());
+    Tensor& w = g->initializers[t.name()] = tensor_from_proto(t, ctx, "initializer", raw, has_raw);
+    const bool in_mapping = w.is_deferred() || (has_raw && w.raw() == raw.data());
+    if (has_raw && ctx.mapped && !in_mapping) release_pages(raw.data(), raw.size());
     // Clear() would keep the strings' and arrays' capacity: swap in an empty message so the bytes are freed now.
     onnx::TensorProto emptied;
     emptied.set_name(t.name());
@@ -276,9 +297,10 @@ std::string read_file_bytes(const std::string& path) {
 namespace {
 
 std::unique_ptr<Graph> graph_from_model(onnx::ModelProto& mp, const std::string& base_dir, const std::string& label,
-                                        std::vector<std::string_view> raw = {}, bool mapped = false) {
+                                        std::vector<std::string_view> raw = {}, bool mapped = false,
+                                        std::shared_ptr<void> mapping = nullptr) {
   if (!mp.has_graph()) bad(label, "model has no graph");
-  LoadCtx ctx{label, base_dir, std::move(raw), mapped};
+  LoadCtx ctx{label, base_dir, std::move(raw), mapped, std::move(mapping)};
   auto g = graph_from_proto(*mp.mutable_graph(), ctx, 0);
   g->ir_version = mp.ir_version();
   g->producer = mp.producer_name() + (mp.producer_version().empty() ? "" : " " + mp.producer_version());
@@ -362,8 +384,9 @@ std::unique_ptr<Graph> load_onnx_bytes(const std::string& bytes, const std::stri
 }
 
 // The file is mapped and split in place: each weight's bytes are copied once, straight from the mapping into its
-// tensor, and that part of the mapping is dropped from the resident set right after.
-std::unique_ptr<Graph> load_onnx_file(const std::string& path) {
+// tensor, and that part of the mapping is dropped from the resident set right after -- or, with `defer_weights`,
+// large weights stay in the mapping (see Tensor::borrowed and Tensor::deferred), which lives as long as they do.
+std::unique_ptr<Graph> load_onnx_file(const std::string& path, bool defer_weights) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) throw Error(ErrorCode::IoError, "'" + path + "' is a directory, not a file");
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -383,20 +406,17 @@ std::unique_ptr<Graph> load_onnx_file(const std::string& path) {
     bad(path, "the file is " + std::to_string(size >> 20) + " MiB; protobuf cannot hold more than 2 GiB: export with "
               "external data (onnx.save_model(..., save_as_external_data=True)) so the weights live in side files");
   }
-  void* m = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  // Writable but private: a kernel that writes into a weight left here gets a page of its own; the file never changes.
+  void* m = ::mmap(nullptr, size, PROT_READ | (defer_weights ? PROT_WRITE : 0), MAP_PRIVATE, fd, 0);
   ::close(fd);
   if (m == MAP_FAILED) throw Error(ErrorCode::IoError, "cannot map '" + path + "': " + std::strerror(errno));
-  struct Unmap {
-    void* p;
-    size_t n;
-    ~Unmap() { ::munmap(p, n); }
-  } unmap{m, size};
-  ::madvise(m, size, MADV_SEQUENTIAL);
+  std::shared_ptr<void> mapping(m, [size](void* p) { ::munmap(p, size); });
+  if (!defer_weights) ::madvise(m, size, MADV_SEQUENTIAL);
   onnx::ModelProto mp;
   std::vector<std::string_view> raw;
   if (!parse_model(static_cast<const char*>(m), size, &mp, &raw)) bad(path, kParseError);
   std::string dir = fs::path(path).parent_path().string();
-  return graph_from_model(mp, dir.empty() ? "." : dir, path, std::move(raw), true);
+  return graph_from_model(mp, dir.empty() ? "." : dir, path, std::move(raw), true, defer_weights ? mapping : nullptr);
 }
 
 Tensor load_tensor_file(const std::string& path, std::string* name) {
@@ -405,7 +425,7 @@ Tensor load_tensor_file(const std::string& path, std::string* name) {
   if (!tp.ParseFromString(bytes)) bad(path, "not a serialized TensorProto");
   if (name) *name = tp.name();
   std::string dir = fs::path(path).parent_path().string();
-  return tensor_from_proto(tp, LoadCtx{path, dir.empty() ? "." : dir}, "tensor");
+  return tensor_from_proto(tp, LoadCtx{path, dir.empty() ? "." : dir, {}, false, nullptr}, "tensor");
 }
 
 std::string serialize_tensor(const Tensor& t, const std::string& name) {

@@ -7,8 +7,11 @@
 
 namespace kiln {
 
-// Reads a .onnx file (external-data tensors resolved relative to its folder).
-std::unique_ptr<Graph> load_onnx_file(const std::string& path);
+// Reads a .onnx file (external-data tensors resolved relative to its folder). With `defer_weights`, weights of 64 KiB
+// or more are not copied: they stay in the mapped file, as borrowed tensors where their bytes are aligned for their
+// element type and as deferred ones (Tensor::deferred) where not, which Graph::settle_deferred copies out for every
+// reader that cannot take them.
+std::unique_ptr<Graph> load_onnx_file(const std::string& path, bool defer_weights = false);
 // Parses model bytes; `base_dir` resolves external data, `label` names the source in errors.
 std::unique_ptr<Graph> load_onnx_bytes(const std::string& bytes, const std::string& base_dir, const std::string& label);
 // Reads a serialized TensorProto (.pb test data). `name` receives the tensor's name if not null.

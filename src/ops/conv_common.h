@@ -12,6 +12,7 @@
 #include "backends/cpu/conv_postops.h"
 #include "backends/cpu/conv_ref.h"
 #include "backends/cpu/data_util.h"
+#include "core/staging.h"
 #include "ops/common.h"
 
 namespace kiln {
@@ -328,6 +329,8 @@ class ConvKernel : public Kernel {
 
   // After the first oneDNN run a constant W is kept in oneDNN's layout; the original is not needed again.
   bool owns_constant(int input) const override { return input == 1 && w_constant_ && dnnl_.holds_weights(); }
+  // Deferred weights are copied out (staged) for packing, or for each run on the paths that do not pack.
+  bool takes_deferred(int input) const override { return input == 1; }
   // A fused sum accumulates onto the summand where it lies (no copy into Y first).
   int inplace_input() const override { return cpu::has_sum(post_) ? 3 : -1; }
 
@@ -337,11 +340,14 @@ class ConvKernel : public Kernel {
     const Tensor& w = ctx.input(1);
     if (x.dtype() != DType::Float32 || w.dtype() != DType::Float32 || conv_force_reference()) return;
     // Only constant weights in ONNX's layout are worth it (and still there: a released W has its kept copy already).
-    if (!w_constant_ || w.raw() == nullptr || (ctx.input_layout(1) == Layout::ChannelsLast && w.rank() >= 3)) return;
+    if (!w_constant_ || (w.raw() == nullptr && !w.is_deferred()) || (ctx.input_layout(1) == Layout::ChannelsLast && w.rank() >= 3))
+      return;
+    if (w.is_deferred() && dnnl_.holds_weights()) return;
     const cpu::ConvParams p = conv_params(ctx.node(), a_, x.shape(), w.shape());
     const bool x_cl = ctx.input_layout(0) == Layout::ChannelsLast && x.rank() >= 3;
     const bool y_cl = ctx.output_layout(0) == Layout::ChannelsLast && x.rank() >= 3;
-    dnnl_.prepare(p, w.data<float>(), ctx.has_input(2), true, x_cl, y_cl, post_, cpu::has_sum(post_));
+    const Tensor ws = staged_copy(w);
+    dnnl_.prepare(p, ws.data<float>(), ctx.has_input(2), true, x_cl, y_cl, post_, cpu::has_sum(post_));
   }
 
   void run(RunContext& ctx) override {
@@ -372,13 +378,19 @@ class ConvKernel : public Kernel {
     // the plan freed (owns_constant) lives on in oneDNN's copy.
     Tensor w_plain;
     const Tensor* wp = &w;
-    const bool w_freed = w.raw() == nullptr && w.numel() > 0;
+    // A deferred W whose packed copy is held is as good as a freed one; else it is copied out for this call.
+    const bool w_freed = w.raw() == nullptr && w.numel() > 0 && (!w.is_deferred() || dnnl_.holds_weights());
+    Tensor w_staged;
+    if (w.is_deferred() && !w_freed) {
+      w_staged = staged_copy(w);
+      wp = &w_staged;
+    }
     if (w_freed) {
       if (w.dtype() != DType::Float32 || !dnnl_.holds_weights())
         fail(n.describe() + ": weights were released but no prepared copy is held");
     } else if (ctx.input_layout(1) == Layout::ChannelsLast && w.rank() >= 3) {
       w_plain = Tensor(w.dtype(), w.shape());
-      data::layout_copy(w.raw(), w_plain.raw(), w.dim(0), w.dim(1), w.numel() / std::max<int64_t>(1, w.dim(0) * w.dim(1)),
+      data::layout_copy(wp->raw(), w_plain.raw(), w.dim(0), w.dim(1), w.numel() / std::max<int64_t>(1, w.dim(0) * w.dim(1)),
                        dtype_size(w.dtype()), false);
       wp = &w_plain;
     }
@@ -393,7 +405,7 @@ class ConvKernel : public Kernel {
         sd = s_conv.data<float>();
       }
       if (dnnl_.run(p, x.data<float>(), wp->data<float>(), b ? b->data<float>() : nullptr, y.data<float>(),
-                    w_constant_ && wp == &w, x_cl, y_cl, post_, sd))
+                    w_constant_ && (wp == &w || wp == &w_staged), x_cl, y_cl, post_, sd))
         return;
     }
     if (w_freed) {

@@ -61,9 +61,25 @@ class GemmK : public Kernel {
   }
 
   // Once oneDNN keeps a constant B in its own layout, the original is not needed again.
-  bool owns_constant(int input) const override { return input == 1 && fast_.holds_weights(); }
+  bool owns_constant(int input) const override { return input == 1 && (fast_.holds_weights() || !own_b_.empty()); }
   void constant_released(int input) override {
     if (input == 1) const_b_.clear();
+  }
+  bool takes_deferred(int input) const override { return input == 1; }
+  // oneDNN's primitive and packed copy of a constant B, made ahead (see Kernel::prepare): a dry run.
+  void prepare(RunContext& ctx) override {
+    const Tensor& B = ctx.input(1);
+    if (ctx.input(0).dtype() != DType::Float32 || B.dtype() != DType::Float32 || fast_.holds_weights() ||
+        (B.raw() == nullptr && !B.is_deferred()) || !const_b_.contains(B))
+      return;
+    dry_ = true;
+    try {
+      run(ctx);
+    } catch (...) {
+      dry_ = false;
+      throw;
+    }
+    dry_ = false;
   }
 
   void run(RunContext& ctx) override {
@@ -83,12 +99,14 @@ class GemmK : public Kernel {
     }
     if (M * N == 0) return;
     const bool use_c = C && beta_ != 0;
+    Tensor b_staged;
+    const Tensor* Bp = own_b_.source(B, fast_.holds_weights(), &b_staged);
     if (A.dtype() == DType::Float32 && K > 0) {
       mm::MatmulCall c;
       c.a = A.data<float>();
       c.as = {M, K};
       c.trans_a = ta_;
-      c.b = B.data<float>();
+      c.b = Bp->data<float>();
       c.bs = {K, N};
       c.trans_b = tb_;
       c.b_const = const_b_.contains(B);
@@ -102,13 +120,18 @@ class GemmK : public Kernel {
         c.bias = C->data<float>();
       } else if (use_c) {
         // Y starts as beta * C, the product is accumulated onto it.
-        fill_beta_c(*C, Y, M, N);
+        if (!dry_) fill_beta_c(*C, Y, M, N);
         c.accumulate = true;
       }
-      if (fast_.run(c)) return;
+      if (fast_.run(c, !dry_)) {
+        own_b_.keep_if_unheld(B, fast_.holds_weights());
+        return;
+      }
     }
+    if (dry_) return;
+    own_b_.keep_if_unheld(B, fast_.holds_weights());
     Tensor b_kept;  // a freed constant B, written back from oneDNN's copy for the reference kernel
-    const void* b_raw = B.raw();
+    const void* b_raw = Bp->raw();
     if (!b_raw && B.numel() > 0) {
       b_kept = Tensor(B.dtype(), B.shape());
       if (B.dtype() != DType::Float32 || !fast_.unpack_b(K, N, tb_, b_kept.data<float>()))
@@ -135,6 +158,8 @@ class GemmK : public Kernel {
   float alpha_, beta_;
   bool ta_, tb_;
   mm::ConstWeights const_b_;  // B values known at plan time
+  mm::DeferredB own_b_;       // a deferred B oneDNN does not keep, copied out once
+  bool dry_ = false;          // prepare's run: primitive and packed B only
   mm::MatmulCache fast_;
 };
 

@@ -71,9 +71,25 @@ class MatMulK : public Kernel {
   }
 
   // Once oneDNN keeps a constant B in its own layout, the original is not needed again.
-  bool owns_constant(int input) const override { return input == 1 && fast_.holds_weights(); }
+  bool owns_constant(int input) const override { return input == 1 && (fast_.holds_weights() || !own_b_.empty()); }
   void constant_released(int input) override {
     if (input == 1) const_b_.clear();
+  }
+  bool takes_deferred(int input) const override { return input == 1; }
+  // oneDNN's primitive and packed copy of a constant B, made ahead (see Kernel::prepare): a dry run.
+  void prepare(RunContext& ctx) override {
+    const Tensor& B = ctx.input(1);
+    if (ctx.input(0).dtype() != DType::Float32 || B.dtype() != DType::Float32 || fast_.holds_weights() ||
+        (B.raw() == nullptr && !B.is_deferred()) || !const_b_.contains(B))
+      return;
+    dry_ = true;
+    try {
+      run(ctx);
+    } catch (...) {
+      dry_ = false;
+      throw;
+    }
+    dry_ = false;
   }
 
   void run(RunContext& ctx) override {
@@ -113,21 +129,28 @@ class MatMulK : public Kernel {
       finish_reference(Y, bias);
       return;
     }
+    Tensor b_staged;
+    const Tensor* Bp = own_b_.source(B, fast_.holds_weights(), &b_staged);
     if (A.dtype() == DType::Float32) {
       mm::MatmulCall c;
       c.a = A.data<float>();
       c.as = as;
-      c.b = B.data<float>();
+      c.b = Bp->data<float>();
       c.bs = bs;
       c.b_const = const_b_.contains(B);
       c.y = Y.data<float>();
       c.ys = ys;
       if (bias) c.bias = bias->data<float>();
       c.post = post_;
-      if (fast_.run(c)) return;
+      if (fast_.run(c, !dry_)) {
+        own_b_.keep_if_unheld(B, fast_.holds_weights());
+        return;
+      }
     }
+    if (dry_) return;
+    own_b_.keep_if_unheld(B, fast_.holds_weights());
     Tensor b_kept;  // a freed constant B, written back from oneDNN's copy for the reference kernel
-    const void* b_raw = B.raw();
+    const void* b_raw = Bp->raw();
     if (!b_raw && B.numel() > 0) {
       b_kept = Tensor(B.dtype(), B.shape());
       if (B.dtype() != DType::Float32 || !fast_.unpack_b(bs[r - 2], bs[r - 1], false, b_kept.data<float>()))
@@ -167,6 +190,9 @@ class MatMulK : public Kernel {
   bool fused_ = false;
   std::vector<cpu::PostOp> post_;
   mm::ConstWeights const_b_;  // B values known at plan time
+  mm::DeferredB own_b_;       // a deferred B oneDNN does not keep, copied out once
+  bool dry_ = false;          // prepare's run: primitive and packed B only
+
   mm::MatmulCache fast_;
 };
 

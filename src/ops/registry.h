@@ -94,6 +94,10 @@ class Kernel {
   virtual bool owns_constant(int input) const { return false; }
   // The plan freed constant input `input`: drop any reference the kernel still holds to its storage.
   virtual void constant_released(int input) {}
+  // Whether constant input `input` may come deferred (Tensor::deferred: no data, its bytes still in the model file):
+  // the kernel then copies it out itself (core/staging.h) where it needs it, normally only once, into its prepared
+  // form. Asked when the plan is made; a constant with any reader that says no is copied out for all of them.
+  virtual bool takes_deferred(int input) const { return false; }
   // An input whose storage output 0 may take over (-1: none). The plan gives both one buffer when that input is a
   // computed value read for the last time by this node, read only once by it, with output 0's byte size and
   // layout; the kernel must then compute correctly with the input and output aliased (e.g. a Conv's fused sum

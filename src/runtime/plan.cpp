@@ -1,6 +1,7 @@
 #include "runtime/plan.h"
 
 #include "backends/cpu/data_util.h"
+#include "core/staging.h"
 
 #include <omp.h>
 
@@ -517,7 +518,8 @@ std::vector<Tensor> Plan::run(const std::vector<const Tensor*>& inputs) {
     // right away (not after the run), so the run's peak memory holds one copy of each weight.
     if (owner_ && !sp.release_checked && s.node >= 0)
       for (int id : s.in)
-        if (id >= 0 && !sp.constants[id].empty() && slot[id].raw() && release_if_owned(id)) slot[id] = sp.constants[id];
+        if (id >= 0 && !sp.constants[id].empty() && (slot[id].raw() || slot[id].is_deferred()) && release_if_owned(id))
+          slot[id] = sp.constants[id];
     // Release run-time allocations after their last reader.
     for (int id : s.in)
       if (id >= 0 && sp.last_use[id] == (int)si && sp.offset[id] < 0 && !sp.is_output[id] && sp.constants[id].empty())
@@ -577,21 +579,56 @@ void Plan::prepare_kernels(ShapePlan& sp, const std::vector<const Tensor*>& inpu
   // Each worker takes the next step; after its prepare, a constant read by that node alone is freed at once when the
   // kernel now holds its own copy (as the first run would do after the step), so memory never holds every weight
   // twice. Constants with several readers wait for the first run.
-  std::atomic<size_t> next{0};
-  std::mutex release_mutex;
+  // A kernel copies a deferred weight out before packing it, so packing one holds it twice for a while: the largest
+  // ones are packed one at a time, through one buffer, or two threads could hold 4 copies at once. A thread that
+  // finds one being packed takes a smaller item meanwhile.
+  constexpr size_t kLargeBytes = 16 << 20;
+  std::vector<size_t> large, small;
+  for (size_t i = 0; i < items.size(); ++i) {
+    bool l = false;
+    for (const Tensor& t : items[i].in) l = l || (t.is_deferred() && t.nbytes() >= kLargeBytes);
+    (l ? large : small).push_back(i);
+  }
+  std::atomic<size_t> next_large{0}, next_small{0};
+  std::mutex release_mutex, large_mutex;
+  StagingBuffer large_staging;  // for the large deferred weights, copied out under large_mutex
   auto work = [&] {
     omp_set_num_threads(threads_);  // a new thread starts from the default; oneDNN sizes its primitives by it
-    for (size_t i; (i = next.fetch_add(1)) < items.size();) {
+    StagingScope staging;           // deferred weights are copied out through one buffer per thread
+    for (;;) {
+      std::unique_lock<std::mutex> one_large(large_mutex, std::defer_lock);
+      size_t k, i = items.size();
+      if (next_large.load() < large.size() && one_large.try_lock()) {
+        if ((k = next_large.fetch_add(1)) < large.size()) i = large[k];
+        else one_large.unlock();
+      }
+      if (i == items.size()) {
+        if ((k = next_small.fetch_add(1)) < small.size()) {
+          i = small[k];
+        } else {
+          one_large.lock();
+          if ((k = next_large.fetch_add(1)) >= large.size()) break;
+          i = large[k];
+        }
+      }
       Item& it = items[i];
+      staging.lend(one_large.owns_lock() ? &large_staging : nullptr);
       try {
         kernels_[it.node]->prepare(*it.ctx);
       } catch (...) {
         // The first run does the work again and reports what fails.
       }
+      staging.lend(nullptr);
+      if (one_large.owns_lock()) {
+        if (next_large.load() >= large.size()) large_staging = StagingBuffer();  // the last one: free it now
+        one_large.unlock();
+      }
       if (owner_) {
         std::lock_guard<std::mutex> lock(release_mutex);
         for (int id : it.in_ids) {
-          if (id < 0 || sp.constants[id].empty() || sp.constants[id].raw() == nullptr) continue;
+          if (id < 0) continue;
+          const Tensor& c = sp.constants[id];
+          if (c.empty() || (c.raw() == nullptr && !c.is_deferred())) continue;
           auto r = readers_.find(id);
           if (r != readers_.end() && r->second.size() == 1) release_if_owned(id);
         }
@@ -632,6 +669,21 @@ uint8_t* Arena::get(size_t bytes) {
   return static_cast<uint8_t*>(buf_.get());
 }
 
+bool Plan::takes_deferred(const std::string& name) const {
+  const int id = value_id(name);
+  if (id < 0) return false;
+  for (int o : output_ids_)
+    if (o == id) return false;
+  bool read = false;
+  for (size_t ni = 0; ni < node_in_.size(); ++ni)
+    for (size_t j = 0; j < node_in_[ni].size(); ++j)
+      if (node_in_[ni][j] == id) {
+        if (!kernels_[ni]->takes_deferred((int)j)) return false;
+        read = true;
+      }
+  return read;
+}
+
 void Plan::enable_constant_release(Graph& g) {
   if (&g != &g_) throw Error(ErrorCode::RuntimeError, "enable_constant_release: not the plan's graph");
   owner_ = &g;
@@ -647,7 +699,7 @@ bool Plan::release_if_owned(int id) {
   auto git = owner_->initializers.find(names_[id]);
   if (git == owner_->initializers.end()) return false;
   Tensor& t = git->second;
-  if (t.raw() == nullptr || t.nbytes() < kMinBytes) return false;
+  if ((t.raw() == nullptr && !t.is_deferred()) || t.nbytes() < kMinBytes) return false;
   for (int o : output_ids_)
     if (o == id) return false;
   auto it = readers_.find(id);

@@ -59,6 +59,9 @@ class Plan {
   // own prepared copy (Kernel::owns_constant), checked after each shape plan's first run. The graph keeps the
   // tensor's dtype and shape with no storage.
   void enable_constant_release(Graph& g);
+  // Whether every reader of initializer `name` takes it deferred (Kernel::takes_deferred); false for a graph output
+  // or a value nothing reads.
+  bool takes_deferred(const std::string& name) const;
   // Where runs take their intermediate memory (default: an arena of this plan's own).
   void set_arena(std::shared_ptr<Arena> arena) { arena_ = std::move(arena); }
   size_t released_bytes() const { return released_bytes_; }

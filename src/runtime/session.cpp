@@ -63,9 +63,37 @@ static Status guarded(F&& f) {
   }
 }
 
+namespace {
+
+// Whether `name` is read only as the weights (input 1) of Conv, MatMul and Gemm nodes: ops whose kernels take
+// deferred weights (Kernel::takes_deferred) and whose weights the passes never read as values. A graph with
+// subgraphs (which may read any outer value) or a weight that is also an output: no.
+bool packed_weight_only(const Graph& g, const std::string& name) {
+  for (auto& o : g.outputs)
+    if (o.name == name) return false;
+  bool read = false;
+  for (auto& n : g.nodes) {
+    for (auto& [k, a] : n.attrs)
+      if (a.kind == Attribute::GraphV || a.kind == Attribute::Graphs) return false;
+    for (size_t j = 0; j < n.inputs.size(); ++j) {
+      if (n.inputs[j] != name) continue;
+      const bool packs = n.op_type == "Conv" || n.op_type == "MatMul" || n.op_type == "Gemm";
+      if (j != 1 || !packs || !canonical_domain(n.domain).empty()) return false;
+      read = true;
+    }
+  }
+  return read;
+}
+
+}  // namespace
+
 Status Session::load(const std::string& path, const SessionOptions& options, std::unique_ptr<Session>* out) {
   std::unique_ptr<Session> s(new Session());
-  Status st = guarded([&] { s->graph_ = load_onnx_file(path); });
+  // Large weights stay in the mapped file until the kernels pack them (KILN_DEFER_WEIGHTS=0 copies them all at load,
+  // for comparisons).
+  const char* defer_env = std::getenv("KILN_DEFER_WEIGHTS");
+  const bool defer = !(defer_env && std::string(defer_env) == "0");
+  Status st = guarded([&] { s->graph_ = load_onnx_file(path, defer); });
   if (!st.ok()) return st;
   st = s->init(options);
   if (st.ok()) *out = std::move(s);
@@ -91,12 +119,17 @@ Status Session::init(const SessionOptions& options) {
     for (auto& in : graph_->inputs)
       if (!dtype_supported(in.type.dtype))
         throw Error(ErrorCode::Unsupported, file + ": input '" + in.name + "' has type " + dtype_name(in.type.dtype) + ", which kiln does not support");
+    // The passes read constants as values: only weights whose readers all pack them stay deferred through them.
+    graph_->settle_deferred([&](const std::string& name) { return packed_weight_only(*graph_, name); });
     if (options.optimize) passes::optimize(*graph_);
     try {
       // ChannelsLast propagation is part of optimisation; KILN_LAYOUT=plain turns it off (for comparisons).
       const char* layout_env = std::getenv("KILN_LAYOUT");
       bool channels_last = options.optimize && !(layout_env && std::string(layout_env) == "plain");
       plan_ = std::make_unique<Plan>(*graph_, threads_, channels_last);
+      graph_->settle_deferred([&](const std::string& name) { return plan_->takes_deferred(name); });
+      for (auto& [name, t] : graph_->initializers)
+        if (t.is_deferred()) deferred_bytes_ += t.nbytes();
       if (options.arena) plan_->set_arena(options.arena);
       // Weights the kernels copy into prepared layouts are freed after the first run (KILN_KEEP_WEIGHTS=1 keeps
       // them, for comparisons).
@@ -186,6 +219,7 @@ RunStats Session::stats() const {
   }
   for (auto& [k, t] : graph_->initializers) r.weight_bytes += t.nbytes();
   if (plan_) r.released_weight_bytes = plan_->released_bytes();
+  r.deferred_weight_bytes = deferred_bytes_;
   return r;
 }
 

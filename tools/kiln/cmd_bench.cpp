@@ -269,6 +269,7 @@ int bench_command(const BenchOptions& o) {
     j["arena_mb"] = arena_mb;
     j["weights_mb"] = weights_mb;
     j["released_weights_mb"] = released_mb;
+    j["deferred_weights_mb"] = (double)stats.deferred_weight_bytes / (1024.0 * 1024.0);
     const dnnl_version_t* v = dnnl_version();
     j["dnnl_version"] = std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
     j["dnnl_isa"] = dnnl_isa_name();

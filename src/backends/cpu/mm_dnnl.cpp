@@ -1,5 +1,7 @@
 #include "backends/cpu/mm_dnnl.h"
 
+#include <omp.h>
+
 #include <algorithm>
 
 #include "backends/cpu/dnnl_common.h"
@@ -70,7 +72,7 @@ struct MatmulCache::Entry {
 MatmulCache::MatmulCache() = default;
 MatmulCache::~MatmulCache() = default;
 
-bool MatmulCache::run(const MatmulCall& c0) {
+bool MatmulCache::run(const MatmulCall& c0, bool execute) {
   MatmulCall c = c0;
   const int r = (int)c.ys.size();
   if (r < 2 || r > 12 || (int)c.as.size() != r || (int)c.bs.size() != r) return false;
@@ -138,6 +140,21 @@ bool MatmulCache::run(const MatmulCall& c0) {
     e = insert(entries_, std::move(ne));
   }
   if (!e->ok) return false;
+  if (!execute) {
+    // Packed on this thread alone: prepare runs several kernels' packing side by side.
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    if (c.b_const && e->reorder_wei && c.b && !kept_.holds(c.b)) {
+      try {
+        kept_.keep(memory(e->wei_plain, cpu::engine(), const_cast<float*>(c.b)), e->wei_desc, c.b);
+      } catch (...) {
+        omp_set_num_threads(saved);
+        throw;
+      }
+    }
+    omp_set_num_threads(saved);
+    return true;
+  }
   auto& s = cpu::stream();
   e->src.set_data_handle(const_cast<float*>(c.a));
   e->dst.set_data_handle(c.y);

@@ -7,6 +7,7 @@
 #include "backends/cpu/conv_postops.h"
 #include "backends/cpu/dnnl_common.h"
 #include "backends/cpu/mm_ref.h"
+#include "core/staging.h"
 
 namespace kiln::mm {
 
@@ -51,12 +52,37 @@ class ConstWeights {
   std::vector<Tensor> held_;
 };
 
+// A constant B that may come deferred (Tensor::deferred) to a kernel whose oneDNN path may keep a packed copy of it:
+// until one is held, B is copied out for each call (core/staging.h); a call that ends with none held (oneDNN uses B
+// as it is, or the reference kernel ran) keeps one plain copy for the calls after it.
+class DeferredB {
+ public:
+  // Where this call reads B: `b` itself, the plain copy, or `staged` (filled here).
+  const Tensor* source(const Tensor& b, bool packed_held, Tensor* staged) const {
+    if (b.raw() == nullptr && !own_.empty()) return &own_;
+    if (b.is_deferred() && !packed_held) {
+      *staged = staged_copy(b);
+      return staged;
+    }
+    return &b;
+  }
+  void keep_if_unheld(const Tensor& b, bool packed_held) {
+    if (b.is_deferred() && !packed_held && own_.empty()) own_ = b.materialized();
+  }
+  bool empty() const { return own_.empty(); }
+
+ private:
+  Tensor own_;
+};
+
 class MatmulCache {
  public:
   MatmulCache();
   ~MatmulCache();
-  // Runs the product with oneDNN; false when oneDNN cannot express it (the caller falls back).
-  bool run(const MatmulCall& c);
+  // Runs the product with oneDNN; false when oneDNN cannot express it (the caller falls back). With `execute`
+  // false it only makes the primitive and keeps a constant B in the layout it wants (Kernel::prepare); a and y
+  // are not touched.
+  bool run(const MatmulCall& c, bool execute = true);
   // True once a constant B has been copied into a oneDNN-chosen layout: later calls need no original.
   bool holds_weights() const { return static_cast<bool>(kept_); }
   // Writes the kept B back as logical [K, N] (stored [N, K] when trans_b). False when none is kept.
