@@ -12,32 +12,24 @@ namespace {
 thread_local StagingScope* active = nullptr;
 
 // Copies deferred `t` into `dst`, a MiB at a time, dropping each part of the source from the resident set once
-// copied (the source is a private file mapping, see Tensor::deferred: read again from the file if ever needed), so
-// the copy never holds the weight twice.
+// copied, so the copy never holds the weight twice.
 void copy_out(const Tensor& t, void* dst) {
-  static const uintptr_t page = (uintptr_t)::sysconf(_SC_PAGESIZE);
   constexpr size_t kChunk = 1 << 20;
   const char* src = static_cast<const char*>(t.source());
   const size_t n = t.nbytes();
   for (size_t off = 0; off < n; off += kChunk) {
     const size_t len = std::min(kChunk, n - off);
     std::memcpy(static_cast<char*>(dst) + off, src + off, len);
-    // Whole pages only, and only those inside the tensor (its neighbours may share the edge pages).
-    const uintptr_t b = (reinterpret_cast<uintptr_t>(src + off) + page - 1) & ~(page - 1);
-    const uintptr_t e = reinterpret_cast<uintptr_t>(src + off + len) & ~(page - 1);
-    if (e > b) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+    release_file_pages(src + off, len);
   }
 }
 }  // namespace
 
-void* StagingBuffer::get(size_t bytes) {
-  if (bytes > capacity_ || !buf_) {
-    buf_.reset();  // the old contents need not survive: free first, so the peak holds one buffer
-    capacity_ = 0;
-    buf_ = allocate_buffer(bytes);
-    capacity_ = bytes;
-  }
-  return buf_.get();
+void release_file_pages(const void* p, size_t n) {
+  static const uintptr_t page = (uintptr_t)::sysconf(_SC_PAGESIZE);
+  const uintptr_t b = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
+  const uintptr_t e = (reinterpret_cast<uintptr_t>(p) + n) & ~(page - 1);
+  if (e > b) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
 }
 
 StagingScope::StagingScope() {
@@ -55,7 +47,7 @@ Tensor staged_copy(const Tensor& t) {
   // A large weight goes to the lent buffer, else to a buffer of its own, freed with the copy: a reused one that
   // large would stay resident for the whole scope.
   constexpr size_t kSmallBytes = 2 << 20;
-  StagingBuffer* buf = !s ? nullptr : n <= kSmallBytes ? &s->small_ : s->large_;
+  Arena* buf = !s ? nullptr : n <= kSmallBytes ? &s->small_ : s->large_;
   if (!buf) {
     Tensor own(t.dtype(), t.shape());
     copy_out(t, own.raw());

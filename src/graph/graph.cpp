@@ -143,14 +143,9 @@ void Graph::topo_sort() {
       throw Error(ErrorCode::InvalidModel, "graph output '" + o.name + "' is never produced");
 }
 
-int Graph::settle_deferred(const std::function<bool(const std::string& name)>& keep) {
-  int kept = 0;
-  for (auto& [name, t] : initializers) {
-    if (!t.is_deferred()) continue;
-    if (keep(name)) ++kept;
-    else t = t.materialized();
-  }
-  return kept;
+void Graph::settle_deferred(const std::function<bool(const std::string& name)>& keep) {
+  for (auto& [name, t] : initializers)
+    if (t.is_deferred() && !keep(name)) t = t.materialized();
 }
 
 }  // namespace kiln

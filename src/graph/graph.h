@@ -95,8 +95,8 @@ class Graph {
   // Orders nodes so every input is produced before use; errors on cycles / undefined values.
   void topo_sort();
   // Copies each deferred initializer (Tensor::deferred) out of its source unless `keep(name)` says every reader of
-  // it takes it deferred. Returns how many stay deferred.
-  int settle_deferred(const std::function<bool(const std::string& name)>& keep);
+  // it takes it deferred.
+  void settle_deferred(const std::function<bool(const std::string& name)>& keep);
 };
 
 // Domain names "" and "ai.onnx" are the same domain.

@@ -11,6 +11,7 @@
 #include <sstream>
 #include <string_view>
 
+#include "core/staging.h"
 #include "kiln_proto/onnx.pb.h"
 #include "onnx/wire.h"
 
@@ -28,7 +29,7 @@ struct LoadCtx {
   std::string base_dir;  // for external data
   // Raw bytes of the top graph's initializers found in place by the wire splitter (see parse_model), by
   // initializer index; an empty span means the TensorProto itself holds the data. After each one is converted its
-  // pages are handed back (release_pages) when `mapped` is set.
+  // pages are handed back (release_file_pages) when `mapped` is set.
   std::vector<std::string_view> raw;
   bool mapped = false;
   // Set when large weights may stay in the mapping (load_onnx_file's defer_weights): it keeps the mapping alive.
@@ -38,15 +39,6 @@ struct LoadCtx {
 // Weights at least this large stay in the mapping when deferring; smaller ones (shapes, scales, biases, often read
 // as values while planning) are copied.
 constexpr uint64_t kDeferBytes = 64 * 1024;
-
-// Drops the whole pages inside [p, p + n) of a read-only file mapping from the resident set (they are re-read
-// from the file if ever touched again).
-void release_pages(const char* p, size_t n) {
-  static const uintptr_t page = (uintptr_t)::sysconf(_SC_PAGESIZE);
-  uintptr_t b = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
-  uintptr_t e = (reinterpret_cast<uintptr_t>(p) + n) & ~(page - 1);
-  if (e > b) ::madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
-}
 
 // Copies `count` elements of a repeated proto field into dst, converting to T.
 template <class T, class Field>
@@ -122,7 +114,7 @@ Tensor tensor_from_proto(const onnx::TensorProto& p, const LoadCtx& ctx, const s
         std::shared_ptr<void> mapping;
         const char* p;
         size_t n;
-        ~Range() { release_pages(p, n); }
+        ~Range() { release_file_pages(p, n); }
       };
       auto keep = std::make_shared<Range>(Range{ctx.mapping, raw.data(), raw.size()});
       if (reinterpret_cast<uintptr_t>(raw.data()) % esize == 0)
@@ -238,7 +230,7 @@ std::unique_ptr<Graph> graph_from_proto(onnx::GraphProto& gp, const LoadCtx& ctx
     ++init_index;
     Tensor& w = g->initializers[t.name()] = tensor_from_proto(t, ctx, "initializer", raw, has_raw);
     const bool in_mapping = w.is_deferred() || (has_raw && w.raw() == raw.data());
-    if (has_raw && ctx.mapped && !in_mapping) release_pages(raw.data(), raw.size());
+    if (has_raw && ctx.mapped && !in_mapping) release_file_pages(raw.data(), raw.size());
     // Clear() would keep the strings' and arrays' capacity: swap in an empty message so the bytes are freed now.
     onnx::TensorProto emptied;
     emptied.set_name(t.name());

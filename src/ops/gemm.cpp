@@ -1,14 +1,14 @@
 // Gemm: Y = alpha * op(A) op(B) + beta * C, C broadcast unidirectionally to [M, N].
 // float32 runs on oneDNN matmul (transposes as strides, alpha as output scale, C as bias or
 // pre-filled accumulator); other types on the reference kernel.
-#include "backends/cpu/mm_dnnl.h"
 #include "backends/cpu/mm_ref.h"
 #include "ops/common.h"
+#include "ops/matmul_common.h"
 
 namespace kiln {
 namespace {
 
-class GemmK : public Kernel {
+class GemmK : public ConstantBKernel {
  public:
   GemmK(const Node& n, int opset) : node_(n), opset_(opset) {
     alpha_ = n.attr_float("alpha", 1.0f);
@@ -60,28 +60,6 @@ class GemmK : public Kernel {
     ctx.set_output(0, y);
   }
 
-  // Once oneDNN keeps a constant B in its own layout, the original is not needed again.
-  bool owns_constant(int input) const override { return input == 1 && (fast_.holds_weights() || !own_b_.empty()); }
-  void constant_released(int input) override {
-    if (input == 1) const_b_.clear();
-  }
-  bool takes_deferred(int input) const override { return input == 1; }
-  // oneDNN's primitive and packed copy of a constant B, made ahead (see Kernel::prepare): a dry run.
-  void prepare(RunContext& ctx) override {
-    const Tensor& B = ctx.input(1);
-    if (ctx.input(0).dtype() != DType::Float32 || B.dtype() != DType::Float32 || fast_.holds_weights() ||
-        (B.raw() == nullptr && !B.is_deferred()) || !const_b_.contains(B))
-      return;
-    dry_ = true;
-    try {
-      run(ctx);
-    } catch (...) {
-      dry_ = false;
-      throw;
-    }
-    dry_ = false;
-  }
-
   void run(RunContext& ctx) override {
     const Tensor& A = ctx.input(0);
     const Tensor& B = ctx.input(1);
@@ -100,7 +78,7 @@ class GemmK : public Kernel {
     if (M * N == 0) return;
     const bool use_c = C && beta_ != 0;
     Tensor b_staged;
-    const Tensor* Bp = own_b_.source(B, fast_.holds_weights(), &b_staged);
+    const Tensor* Bp = b_for_call(B, &b_staged);
     if (A.dtype() == DType::Float32 && K > 0) {
       mm::MatmulCall c;
       c.a = A.data<float>();
@@ -124,20 +102,14 @@ class GemmK : public Kernel {
         c.accumulate = true;
       }
       if (fast_.run(c, !dry_)) {
-        own_b_.keep_if_unheld(B, fast_.holds_weights());
+        b_used(B);
         return;
       }
     }
     if (dry_) return;
-    own_b_.keep_if_unheld(B, fast_.holds_weights());
+    b_used(B);
     Tensor b_kept;  // a freed constant B, written back from oneDNN's copy for the reference kernel
-    const void* b_raw = Bp->raw();
-    if (!b_raw && B.numel() > 0) {
-      b_kept = Tensor(B.dtype(), B.shape());
-      if (B.dtype() != DType::Float32 || !fast_.unpack_b(K, N, tb_, b_kept.data<float>()))
-        fail(node_.describe() + ": B was released but no prepared copy is held");
-      b_raw = b_kept.raw();
-    }
+    const void* b_raw = reference_b(node_, B, *Bp, K, N, tb_, &b_kept);
     mm::ref_gemm(A.dtype(), A.raw(), b_raw, use_c ? C->raw() : nullptr, use_c ? C->shape() : Shape{}, Y.raw(), M, N, K,
                  ta_, tb_, alpha_, beta_);
   }
@@ -156,12 +128,7 @@ class GemmK : public Kernel {
   Node node_;
   int opset_;
   float alpha_, beta_;
-  bool ta_, tb_;
-  mm::ConstWeights const_b_;  // B values known at plan time
-  mm::DeferredB own_b_;       // a deferred B oneDNN does not keep, copied out once
-  bool dry_ = false;          // prepare's run: primitive and packed B only
-  mm::MatmulCache fast_;
-};
+  bool ta_, tb_;};
 
 }  // namespace
 

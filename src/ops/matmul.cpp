@@ -4,9 +4,9 @@
 #include <cstring>
 #include <memory>
 
-#include "backends/cpu/mm_dnnl.h"
 #include "backends/cpu/mm_ref.h"
 #include "ops/common.h"
+#include "ops/matmul_common.h"
 
 namespace kiln {
 namespace {
@@ -18,7 +18,7 @@ bool mm_type_ok(DType t) {
 
 // MatMul, and kiln:FusedMatMul (made by graph/passes): inputs A, B, optional bias [N] (or [1, ..., 1, N]) added to
 // every row of the product, then the kiln.post_* elementwise post-ops (backends/cpu/conv_postops.h); float32 only.
-class MatMulK : public Kernel {
+class MatMulK : public ConstantBKernel {
  public:
   MatMulK(const Node& n, int, bool fused) : node_(n), fused_(fused) {
     if (!fused && (n.num_inputs() != 2 || !n.has_input(0) || !n.has_input(1)))
@@ -70,28 +70,6 @@ class MatMulK : public Kernel {
     ctx.set_output(0, y);
   }
 
-  // Once oneDNN keeps a constant B in its own layout, the original is not needed again.
-  bool owns_constant(int input) const override { return input == 1 && (fast_.holds_weights() || !own_b_.empty()); }
-  void constant_released(int input) override {
-    if (input == 1) const_b_.clear();
-  }
-  bool takes_deferred(int input) const override { return input == 1; }
-  // oneDNN's primitive and packed copy of a constant B, made ahead (see Kernel::prepare): a dry run.
-  void prepare(RunContext& ctx) override {
-    const Tensor& B = ctx.input(1);
-    if (ctx.input(0).dtype() != DType::Float32 || B.dtype() != DType::Float32 || fast_.holds_weights() ||
-        (B.raw() == nullptr && !B.is_deferred()) || !const_b_.contains(B))
-      return;
-    dry_ = true;
-    try {
-      run(ctx);
-    } catch (...) {
-      dry_ = false;
-      throw;
-    }
-    dry_ = false;
-  }
-
   void run(RunContext& ctx) override {
     const Tensor& A = ctx.input(0);
     const Tensor& B = ctx.input(1);
@@ -130,7 +108,7 @@ class MatMulK : public Kernel {
       return;
     }
     Tensor b_staged;
-    const Tensor* Bp = own_b_.source(B, fast_.holds_weights(), &b_staged);
+    const Tensor* Bp = b_for_call(B, &b_staged);
     if (A.dtype() == DType::Float32) {
       mm::MatmulCall c;
       c.a = A.data<float>();
@@ -143,20 +121,14 @@ class MatMulK : public Kernel {
       if (bias) c.bias = bias->data<float>();
       c.post = post_;
       if (fast_.run(c, !dry_)) {
-        own_b_.keep_if_unheld(B, fast_.holds_weights());
+        b_used(B);
         return;
       }
     }
     if (dry_) return;
-    own_b_.keep_if_unheld(B, fast_.holds_weights());
+    b_used(B);
     Tensor b_kept;  // a freed constant B, written back from oneDNN's copy for the reference kernel
-    const void* b_raw = Bp->raw();
-    if (!b_raw && B.numel() > 0) {
-      b_kept = Tensor(B.dtype(), B.shape());
-      if (B.dtype() != DType::Float32 || !fast_.unpack_b(bs[r - 2], bs[r - 1], false, b_kept.data<float>()))
-        fail(node_.describe() + ": B was released but no prepared copy is held");
-      b_raw = b_kept.raw();
-    }
+    const void* b_raw = reference_b(node_, B, *Bp, bs[r - 2], bs[r - 1], false, &b_kept);
     mm::ref_matmul(A.dtype(), A.raw(), as, b_raw, bs, Y.raw(), ys);
     finish_reference(Y, bias);
   }
@@ -189,11 +161,6 @@ class MatMulK : public Kernel {
   Node node_;
   bool fused_ = false;
   std::vector<cpu::PostOp> post_;
-  mm::ConstWeights const_b_;  // B values known at plan time
-  mm::DeferredB own_b_;       // a deferred B oneDNN does not keep, copied out once
-  bool dry_ = false;          // prepare's run: primitive and packed B only
-
-  mm::MatmulCache fast_;
 };
 
 }  // namespace

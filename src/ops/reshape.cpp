@@ -300,12 +300,10 @@ class ChannelShuffleK : public Kernel {
         fail(n.describe() + ": channels-last data for a reshape that is not a channel shuffle (a planner error)");
       // Per pixel, channel i*cg + j goes to j*g + i.
       const int64_t g = t[2], cg = t[1], C = g * cg, pixels = x.numel() / C;
-      const uint8_t* xs = static_cast<const uint8_t*>(x.raw());
-      uint8_t* ys = static_cast<uint8_t*>(y.raw());
-      auto shuffle = [&](auto tag) {
+      visit_bytes(x.dtype(), [&](auto tag) {
         using T = decltype(tag);
-        const T* xp = reinterpret_cast<const T*>(xs);
-        T* yp = reinterpret_cast<T*>(ys);
+        const T* xp = static_cast<const T*>(x.raw());
+        T* yp = static_cast<T*>(y.raw());
         if (g == 2) {  // interleave the two halves (the common case), in a form the compiler vectorises
 #pragma omp parallel for schedule(static)
           for (int64_t p = 0; p < pixels; ++p) {
@@ -323,14 +321,8 @@ class ChannelShuffleK : public Kernel {
         for (int64_t p = 0; p < pixels; ++p)
           for (int64_t j = 0; j < cg; ++j)
             for (int64_t i = 0; i < g; ++i) yp[p * C + j * g + i] = xp[p * C + i * cg + j];
-      };
-      switch (es) {
-        case 1: shuffle(uint8_t{}); return;
-        case 2: shuffle(uint16_t{}); return;
-        case 4: shuffle(uint32_t{}); return;
-        case 8: shuffle(uint64_t{}); return;
-        default: fail(n.describe() + ": unsupported element size");
-      }
+      });
+      return;
     }
     // Plain: the transpose of X seen as S1, written in order (the second reshape moves no bytes).
     Shape s1;

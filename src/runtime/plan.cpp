@@ -19,6 +19,9 @@ namespace kiln {
 
 namespace {
 
+// A constant whose value is still there: in memory, or deferred in the model file (not freed by release_if_owned).
+bool has_value(const Tensor& t) { return t.raw() != nullptr || t.is_deferred(); }
+
 // Adds node context to errors raised inside kernels.
 [[noreturn]] void rethrow_with_node(const Node& n, const char* phase) {
   try {
@@ -518,8 +521,7 @@ std::vector<Tensor> Plan::run(const std::vector<const Tensor*>& inputs) {
     // right away (not after the run), so the run's peak memory holds one copy of each weight.
     if (owner_ && !sp.release_checked && s.node >= 0)
       for (int id : s.in)
-        if (id >= 0 && !sp.constants[id].empty() && (slot[id].raw() || slot[id].is_deferred()) && release_if_owned(id))
-          slot[id] = sp.constants[id];
+        if (id >= 0 && !sp.constants[id].empty() && has_value(slot[id]) && release_if_owned(id)) slot[id] = sp.constants[id];
     // Release run-time allocations after their last reader.
     for (int id : s.in)
       if (id >= 0 && sp.last_use[id] == (int)si && sp.offset[id] < 0 && !sp.is_output[id] && sp.constants[id].empty())
@@ -591,7 +593,7 @@ void Plan::prepare_kernels(ShapePlan& sp, const std::vector<const Tensor*>& inpu
   }
   std::atomic<size_t> next_large{0}, next_small{0};
   std::mutex release_mutex, large_mutex;
-  StagingBuffer large_staging;  // for the large deferred weights, copied out under large_mutex
+  Arena large_staging;  // for the large deferred weights, copied out under large_mutex
   auto work = [&] {
     omp_set_num_threads(threads_);  // a new thread starts from the default; oneDNN sizes its primitives by it
     StagingScope staging;           // deferred weights are copied out through one buffer per thread
@@ -620,15 +622,13 @@ void Plan::prepare_kernels(ShapePlan& sp, const std::vector<const Tensor*>& inpu
       }
       staging.lend(nullptr);
       if (one_large.owns_lock()) {
-        if (next_large.load() >= large.size()) large_staging = StagingBuffer();  // the last one: free it now
+        if (next_large.load() >= large.size()) large_staging = Arena();  // the last one: free it now
         one_large.unlock();
       }
       if (owner_) {
         std::lock_guard<std::mutex> lock(release_mutex);
         for (int id : it.in_ids) {
-          if (id < 0) continue;
-          const Tensor& c = sp.constants[id];
-          if (c.empty() || (c.raw() == nullptr && !c.is_deferred())) continue;
+          if (id < 0 || sp.constants[id].empty() || !has_value(sp.constants[id])) continue;
           auto r = readers_.find(id);
           if (r != readers_.end() && r->second.size() == 1) release_if_owned(id);
         }
@@ -699,7 +699,7 @@ bool Plan::release_if_owned(int id) {
   auto git = owner_->initializers.find(names_[id]);
   if (git == owner_->initializers.end()) return false;
   Tensor& t = git->second;
-  if ((t.raw() == nullptr && !t.is_deferred()) || t.nbytes() < kMinBytes) return false;
+  if (!has_value(t) || t.nbytes() < kMinBytes) return false;
   for (int o : output_ids_)
     if (o == id) return false;
   auto it = readers_.find(id);

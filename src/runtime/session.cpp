@@ -65,24 +65,20 @@ static Status guarded(F&& f) {
 
 namespace {
 
-// Whether `name` is read only as the weights (input 1) of Conv, MatMul and Gemm nodes: ops whose kernels take
-// deferred weights (Kernel::takes_deferred) and whose weights the passes never read as values. A graph with
-// subgraphs (which may read any outer value) or a weight that is also an output: no.
-bool packed_weight_only(const Graph& g, const std::string& name) {
-  for (auto& o : g.outputs)
-    if (o.name == name) return false;
-  bool read = false;
+// The values read only as the weights (input 1) of Conv, MatMul and Gemm nodes: ops whose kernels take deferred
+// weights (Kernel::takes_deferred) and whose weights the passes never read as values. None in a graph with
+// subgraphs (which may read any outer value); graph outputs never.
+std::set<std::string> packed_weights_only(const Graph& g) {
+  std::set<std::string> packed, other;
   for (auto& n : g.nodes) {
     for (auto& [k, a] : n.attrs)
-      if (a.kind == Attribute::GraphV || a.kind == Attribute::Graphs) return false;
-    for (size_t j = 0; j < n.inputs.size(); ++j) {
-      if (n.inputs[j] != name) continue;
-      const bool packs = n.op_type == "Conv" || n.op_type == "MatMul" || n.op_type == "Gemm";
-      if (j != 1 || !packs || !canonical_domain(n.domain).empty()) return false;
-      read = true;
-    }
+      if (a.kind == Attribute::GraphV || a.kind == Attribute::Graphs) return {};
+    const bool packs = (n.op_type == "Conv" || n.op_type == "MatMul" || n.op_type == "Gemm") && canonical_domain(n.domain).empty();
+    for (size_t j = 0; j < n.inputs.size(); ++j) (packs && j == 1 ? packed : other).insert(n.inputs[j]);
   }
-  return read;
+  for (auto& o : g.outputs) other.insert(o.name);
+  for (auto& name : other) packed.erase(name);
+  return packed;
 }
 
 }  // namespace
@@ -120,7 +116,8 @@ Status Session::init(const SessionOptions& options) {
       if (!dtype_supported(in.type.dtype))
         throw Error(ErrorCode::Unsupported, file + ": input '" + in.name + "' has type " + dtype_name(in.type.dtype) + ", which kiln does not support");
     // The passes read constants as values: only weights whose readers all pack them stay deferred through them.
-    graph_->settle_deferred([&](const std::string& name) { return packed_weight_only(*graph_, name); });
+    const std::set<std::string> packed = packed_weights_only(*graph_);
+    graph_->settle_deferred([&](const std::string& name) { return packed.count(name) > 0; });
     if (options.optimize) passes::optimize(*graph_);
     try {
       // ChannelsLast propagation is part of optimisation; KILN_LAYOUT=plain turns it off (for comparisons).

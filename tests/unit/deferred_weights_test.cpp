@@ -4,44 +4,20 @@
 // originals were released, and for a new shape; weights that other ops read as values are copied out at load.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
-#include <random>
 
 #include "core/staging.h"
 #include "kiln/session.h"
 #include "onnx/loader.h"
 #include "onnx_build.h"
+#include "test_util.h"
 
 using namespace kiln;
+using namespace kiln::testing_util;
 using namespace kiln::testing_onnx;
 
 namespace {
-
-Tensor rnd(const Shape& s, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(-1, 1);
-  Tensor t(DType::Float32, s);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
-  return t;
-}
-
-void add_node(onnx::GraphProto* g, const std::string& op, std::vector<std::string> ins, const std::string& out) {
-  auto* n = g->add_node();
-  n->set_op_type(op);
-  n->set_name(out + "_node");
-  for (auto& i : ins) n->add_input(i);
-  n->add_output(out);
-}
-
-void add_ints(onnx::NodeProto* n, const std::string& name, std::vector<int64_t> v) {
-  auto* a = n->add_attribute();
-  a->set_name(name);
-  a->set_type(onnx::AttributeProto::INTS);
-  for (auto x : v) a->add_ints(x);
-}
 
 // x [N, 32, 8, 8] -> Conv (64x32x3x3) -> Relu -> GlobalAveragePool -> Flatten -> m = MatMul [64, 384]
 //   -> y = Gemm (transB, [80, 384]) [N, 80]; y2 = Relu(m) @ w_shared [384, 80]; z = Relu(w_shared): one weight with
@@ -57,34 +33,33 @@ std::string make_model() {
   set_float_type(g->add_output(), "y", {"N", "80"});
   set_float_type(g->add_output(), "y2", {"N", "80"});
   set_float_type(g->add_output(), "z", {"384", "80"});
-  add_float_init(g, "w_conv", rnd({64, 32, 3, 3}, 1));  // 72 KiB
-  add_float_init(g, "b_conv", rnd({64}, 2));
-  add_float_init(g, "w_mm1", rnd({64, 384}, 3));        // 96 KiB
-  add_float_init(g, "w_gemm12", rnd({80, 384}, 4));     // 120 KiB
-  add_float_init(g, "b_gemm", rnd({80}, 5));
-  add_float_init(g, "w_shared123", rnd({384, 80}, 6));  // 120 KiB
-  add_node(g, "Conv", {"x", "w_conv", "b_conv"}, "c");
-  add_ints(g->mutable_node(0), "pads", {1, 1, 1, 1});
-  add_ints(g->mutable_node(0), "kernel_shape", {3, 3});
-  add_node(g, "Relu", {"c"}, "r");
-  add_node(g, "GlobalAveragePool", {"r"}, "p");
-  add_node(g, "Flatten", {"p"}, "f");
-  add_node(g, "MatMul", {"f", "w_mm1"}, "m");
-  add_node(g, "Gemm", {"m", "w_gemm12", "b_gemm"}, "y");
-  auto* tb = g->mutable_node(5)->add_attribute();
+  add_float_init(g, "w_conv", uniform_tensor({64, 32, 3, 3}, 1));  // 72 KiB
+  add_float_init(g, "b_conv", uniform_tensor({64}, 2));
+  add_float_init(g, "w_mm1", uniform_tensor({64, 384}, 3));        // 96 KiB
+  add_float_init(g, "w_gemm12", uniform_tensor({80, 384}, 4));     // 120 KiB
+  add_float_init(g, "b_gemm", uniform_tensor({80}, 5));
+  add_float_init(g, "w_shared123", uniform_tensor({384, 80}, 6));  // 120 KiB
+  auto* conv = add_node(g, "Conv", {"x", "w_conv", "b_conv"}, {"c"});
+  add_ints(conv, "pads", {1, 1, 1, 1});
+  add_ints(conv, "kernel_shape", {3, 3});
+  add_node(g, "Relu", {"c"}, {"r"});
+  add_node(g, "GlobalAveragePool", {"r"}, {"p"});
+  add_node(g, "Flatten", {"p"}, {"f"});
+  add_node(g, "MatMul", {"f", "w_mm1"}, {"m"});
+  auto* tb = add_node(g, "Gemm", {"m", "w_gemm12", "b_gemm"}, {"y"})->add_attribute();
   tb->set_name("transB");
   tb->set_type(onnx::AttributeProto::INT);
   tb->set_i(1);
-  add_node(g, "Relu", {"m"}, "mr");
-  add_node(g, "MatMul", {"mr", "w_shared123"}, "y2");
-  add_node(g, "Relu", {"w_shared123"}, "z");
+  add_node(g, "Relu", {"m"}, {"mr"});
+  add_node(g, "MatMul", {"mr", "w_shared123"}, {"y2"});
+  add_node(g, "Relu", {"w_shared123"}, {"z"});
   return m.SerializeAsString();
 }
 
-std::string write_model(const std::string& bytes) {
-  auto path = std::filesystem::temp_directory_path() / ("kiln_deferred_" + std::to_string(::getpid()) + ".onnx");
+std::string write_model(const TempDir& dir, const std::string& bytes) {
+  const std::string path = dir / "model.onnx";
   std::ofstream(path, std::ios::binary) << bytes;
-  return path.string();
+  return path;
 }
 
 std::vector<Tensor> run(Session& s, const Tensor& x) {
@@ -94,20 +69,12 @@ std::vector<Tensor> run(Session& s, const Tensor& x) {
   return out;
 }
 
-void expect_same(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    ASSERT_EQ(a[i].shape(), b[i].shape());
-    // The same kernels on the same weight values: bit-identical results.
-    EXPECT_EQ(0, std::memcmp(a[i].raw(), b[i].raw(), a[i].nbytes())) << "output " << i;
-  }
-}
-
 }  // namespace
 
 TEST(DeferredWeights, LoaderLeavesLargeWeightsInTheFile) {
   const std::string bytes = make_model();
-  const std::string path = write_model(bytes);
+  TempDir dir;
+  const std::string path = write_model(dir, bytes);
   auto copied = load_onnx_file(path, false);
   auto left = load_onnx_file(path, true);
   int deferred = 0, borrowed = 0;
@@ -145,12 +112,12 @@ TEST(DeferredWeights, LoaderLeavesLargeWeightsInTheFile) {
   EXPECT_GE(deferred, 1);
   EXPECT_EQ(deferred + borrowed, 4);
   left.reset();  // the mapping goes with the last weight holding it
-  std::filesystem::remove(path);
 }
 
 TEST(DeferredWeights, SessionMatchesOneWithCopiedWeights) {
   const std::string bytes = make_model();
-  const std::string path = write_model(bytes);
+  TempDir dir;
+  const std::string path = write_model(dir, bytes);
   for (int threads : {1, 2}) {
     SessionOptions opt;
     opt.threads = threads;
@@ -160,16 +127,15 @@ TEST(DeferredWeights, SessionMatchesOneWithCopiedWeights) {
     EXPECT_GT(from_file->stats().deferred_weight_bytes, 0u) << "the test needs an unaligned weight";
     EXPECT_EQ(from_bytes->stats().deferred_weight_bytes, 0u);
     // w_shared123 is read by a Relu too: it must have been copied out, and z must be its Relu.
-    const Tensor x1 = rnd({1, 32, 8, 8}, 7), x3 = rnd({3, 32, 8, 8}, 8);
+    const Tensor x1 = uniform_tensor({1, 32, 8, 8}, 7), x3 = uniform_tensor({3, 32, 8, 8}, 8);
     auto a = run(*from_file, x1), b = run(*from_bytes, x1);
-    expect_same(a, b);
-    const Tensor w = rnd({384, 80}, 6);
+    expect_bit_identical(a, b);
+    const Tensor w = uniform_tensor({384, 80}, 6);
     for (int64_t i = 0; i < w.numel(); ++i) ASSERT_EQ(a[2].data<float>()[i], std::max(0.f, w.data<float>()[i]));
     // Second run: the packed weights have replaced the originals.
-    expect_same(run(*from_file, x1), run(*from_bytes, x1));
+    expect_bit_identical(run(*from_file, x1), run(*from_bytes, x1));
     EXPECT_GT(from_file->stats().released_weight_bytes, 0u);
     // A new batch size: primitives made again from the packed copies.
-    expect_same(run(*from_file, x3), run(*from_bytes, x3));
+    expect_bit_identical(run(*from_file, x3), run(*from_bytes, x3));
   }
-  std::filesystem::remove(path);
 }

@@ -8,8 +8,11 @@
 
 #include "kiln/session.h"
 #include "kiln_proto/onnx.pb.h"
+#include "onnx_build.h"
 
 using namespace kiln;
+using kiln::testing_onnx::add_ints;
+using kiln::testing_onnx::add_node;
 
 namespace {
 
@@ -23,22 +26,6 @@ onnx::TensorProto* add_init(onnx::GraphProto* g, const std::string& name, std::v
   std::normal_distribution<float> nd(0.f, scale);
   for (int64_t i = 0; i < n; ++i) t->add_float_data(nd(rng));
   return t;
-}
-
-onnx::NodeProto* node(onnx::GraphProto* g, const std::string& op, std::vector<std::string> in, std::vector<std::string> out) {
-  auto* n = g->add_node();
-  n->set_op_type(op);
-  n->set_name(op + "_" + out[0]);
-  for (auto& s : in) n->add_input(s);
-  for (auto& s : out) n->add_output(s);
-  return n;
-}
-
-void attr_ints(onnx::NodeProto* n, const std::string& name, std::vector<int64_t> v) {
-  auto* a = n->add_attribute();
-  a->set_name(name);
-  a->set_type(onnx::AttributeProto::INTS);
-  for (auto x : v) a->add_ints(x);
 }
 
 void io(onnx::ValueInfoProto* v, const std::string& name) {
@@ -70,25 +57,25 @@ std::string residual_model() {
   add_init(g, "bn_mean", {16}, rng, 1.0f);
   auto* var = add_init(g, "bn_var", {16}, rng, 1.0f);
   for (int i = 0; i < var->float_data_size(); ++i) var->set_float_data(i, 0.5f + std::fabs(var->float_data(i)));
-  attr_ints(node(g, "Conv", {"x", "w1", "b1"}, {"c1"}), "pads", {1, 1, 1, 1});
-  node(g, "Relu", {"c1"}, {"r1"});
-  attr_ints(node(g, "Conv", {"r1", "w2"}, {"c2"}), "pads", {1, 1, 1, 1});
-  node(g, "Add", {"c2", "r1"}, {"a"});
-  auto* mp = node(g, "MaxPool", {"a"}, {"m"});
-  attr_ints(mp, "kernel_shape", {2, 2});
-  attr_ints(mp, "strides", {2, 2});
-  node(g, "Conv", {"m", "w3"}, {"c3"});
-  auto* cat = node(g, "Concat", {"m", "c3"}, {"cat"});
+  add_ints(add_node(g, "Conv", {"x", "w1", "b1"}, {"c1"}), "pads", {1, 1, 1, 1});
+  add_node(g, "Relu", {"c1"}, {"r1"});
+  add_ints(add_node(g, "Conv", {"r1", "w2"}, {"c2"}), "pads", {1, 1, 1, 1});
+  add_node(g, "Add", {"c2", "r1"}, {"a"});
+  auto* mp = add_node(g, "MaxPool", {"a"}, {"m"});
+  add_ints(mp, "kernel_shape", {2, 2});
+  add_ints(mp, "strides", {2, 2});
+  add_node(g, "Conv", {"m", "w3"}, {"c3"});
+  auto* cat = add_node(g, "Concat", {"m", "c3"}, {"cat"});
   auto* ax = cat->add_attribute();
   ax->set_name("axis");
   ax->set_type(onnx::AttributeProto::INT);
   ax->set_i(1);
-  node(g, "BatchNormalization", {"cat", "bn_scale", "bn_b", "bn_mean", "bn_var"}, {"bn"});
-  node(g, "InstanceNormalization", {"bn", "s", "bias"}, {"in"});
-  node(g, "LeakyRelu", {"in"}, {"lr"});
-  node(g, "GlobalAveragePool", {"lr"}, {"gap"});
-  node(g, "Flatten", {"gap"}, {"y"});
-  node(g, "Mul", {"cat", "k"}, {"z"});
+  add_node(g, "BatchNormalization", {"cat", "bn_scale", "bn_b", "bn_mean", "bn_var"}, {"bn"});
+  add_node(g, "InstanceNormalization", {"bn", "s", "bias"}, {"in"});
+  add_node(g, "LeakyRelu", {"in"}, {"lr"});
+  add_node(g, "GlobalAveragePool", {"lr"}, {"gap"});
+  add_node(g, "Flatten", {"gap"}, {"y"});
+  add_node(g, "Mul", {"cat", "k"}, {"z"});
   return m.SerializeAsString();
 }
 
@@ -154,9 +141,9 @@ TEST(Layout, ChannelsLastGlobalPoolingMatchesPlain) {
   io(g->add_output(), "avg");
   io(g->add_output(), "max");
   add_init(g, "w", {40, 8, 1, 1}, rng);
-  node(g, "Conv", {"x", "w"}, {"c"});  // channels-last from here
-  node(g, "GlobalAveragePool", {"c"}, {"avg"});
-  node(g, "GlobalMaxPool", {"c"}, {"max"});
+  add_node(g, "Conv", {"x", "w"}, {"c"});  // channels-last from here
+  add_node(g, "GlobalAveragePool", {"c"}, {"avg"});
+  add_node(g, "GlobalMaxPool", {"c"}, {"max"});
   const std::string model = m.SerializeAsString();
   Tensor x(DType::Float32, {2, 8, 61, 59});
   std::normal_distribution<float> nd;

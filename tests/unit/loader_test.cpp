@@ -8,12 +8,14 @@
 #include "kiln_proto/onnx.pb.h"
 #include "onnx/loader.h"
 #include "onnx/wire.h"
+#include "onnx_build.h"
 #include "test_util.h"
 
 using namespace kiln;
 namespace fs = std::filesystem;
 
 using namespace kiln::testing_util;
+using kiln::testing_onnx::add_node;
 
 namespace {
 
@@ -27,16 +29,6 @@ void set_type(onnx::ValueInfoProto* v, const std::string& name, int elem, std::v
     if (!d.empty() && std::isdigit((unsigned char)d[0])) dim->set_dim_value(std::stoll(d));
     else dim->set_dim_param(d);
   }
-}
-
-onnx::NodeProto* add_node(onnx::GraphProto* g, const std::string& op, std::vector<std::string> in,
-                          std::vector<std::string> out, const std::string& name = "") {
-  auto* n = g->add_node();
-  n->set_op_type(op);
-  n->set_name(name.empty() ? op + "_" + out[0] : name);
-  for (auto& s : in) n->add_input(s);
-  for (auto& s : out) n->add_output(s);
-  return n;
 }
 
 // x[batch, 4] -> Identity chain of `len` -> y

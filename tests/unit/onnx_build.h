@@ -30,4 +30,22 @@ inline void add_float_init(onnx::GraphProto* g, const std::string& name, const T
   init->set_raw_data(std::string(static_cast<const char*>(t.raw()), t.nbytes()));
 }
 
+// A node named `name`, or "<op>_<first output>" without one.
+inline onnx::NodeProto* add_node(onnx::GraphProto* g, const std::string& op, std::vector<std::string> in,
+                                 std::vector<std::string> out, const std::string& name = "") {
+  auto* n = g->add_node();
+  n->set_op_type(op);
+  n->set_name(name.empty() ? op + "_" + out[0] : name);
+  for (auto& s : in) n->add_input(s);
+  for (auto& s : out) n->add_output(s);
+  return n;
+}
+
+inline void add_ints(onnx::NodeProto* n, const std::string& name, std::vector<int64_t> v) {
+  auto* a = n->add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::INTS);
+  for (auto x : v) a->add_ints(x);
+}
+
 }  // namespace kiln::testing_onnx

@@ -10,21 +10,15 @@
 #include "backends/cpu/conv_dnnl.h"
 #include "backends/cpu/mm_dnnl.h"
 #include "runtime/plan.h"
+#include "test_util.h"
 
 using namespace kiln;
+using namespace kiln::testing_util;
 
 namespace {
 
 Attribute aint(int64_t v) { Attribute a; a.kind = Attribute::Int; a.i = v; return a; }
 Attribute aints(std::vector<int64_t> v) { Attribute a; a.kind = Attribute::Ints; a.ints = std::move(v); return a; }
-
-Tensor rnd(const Shape& s, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(-1, 1);
-  Tensor t(DType::Float32, s);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
-  return t;
-}
 
 Node node(const std::string& op, std::vector<std::string> ins, std::string out, std::map<std::string, Attribute> attrs = {}) {
   Node n;
@@ -43,11 +37,11 @@ Graph make_graph(bool shared_weight) {
   g.opsets[""] = 17;
   g.name = "release";
   g.inputs.push_back({"x", TensorType{DType::Float32, true, {Dim::sym("N"), Dim::of(32), Dim::sym("H"), Dim::sym("W")}}});
-  g.initializers["w_conv"] = rnd({64, 32, 3, 3}, 1);   // 72 KiB
-  g.initializers["b_conv"] = rnd({64}, 2);
-  g.initializers["w_mm"] = rnd({64, 96}, 3);           // 24 KiB
-  g.initializers["w_gemm"] = rnd({80, 96}, 4);         // 30 KiB
-  g.initializers["b_gemm"] = rnd({80}, 5);
+  g.initializers["w_conv"] = uniform_tensor({64, 32, 3, 3}, 1);   // 72 KiB
+  g.initializers["b_conv"] = uniform_tensor({64}, 2);
+  g.initializers["w_mm"] = uniform_tensor({64, 96}, 3);           // 24 KiB
+  g.initializers["w_gemm"] = uniform_tensor({80, 96}, 4);         // 30 KiB
+  g.initializers["b_gemm"] = uniform_tensor({80}, 5);
   g.nodes.push_back(node("Conv", {"x", "w_conv", "b_conv"}, "c", {{"pads", aints({1, 1, 1, 1})}, {"kernel_shape", aints({3, 3})}}));
   g.nodes.push_back(node("Relu", {"c"}, "r"));
   g.nodes.push_back(node("GlobalAveragePool", {"r"}, "p"));
@@ -57,7 +51,7 @@ Graph make_graph(bool shared_weight) {
   g.outputs.push_back({"y", TensorType{}});
   if (shared_weight) {
     // The Add reads w_mm's values on every run: it must never be freed.
-    g.initializers["bias_like"] = rnd({64, 96}, 6);
+    g.initializers["bias_like"] = uniform_tensor({64, 96}, 6);
     g.nodes.push_back(node("Add", {"w_mm", "bias_like"}, "z"));
     g.outputs.push_back({"z", TensorType{}});
   }
@@ -66,24 +60,15 @@ Graph make_graph(bool shared_weight) {
 
 std::vector<Tensor> run(Plan& plan, const Tensor& x) { return plan.run({&x}); }
 
-void expect_same(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    ASSERT_EQ(a[i].shape(), b[i].shape());
-    // Same oneDNN primitives on the same weight values: bit-identical results.
-    EXPECT_EQ(0, std::memcmp(a[i].raw(), b[i].raw(), a[i].nbytes())) << "output " << i;
-  }
-}
-
 }  // namespace
 
 TEST(WeightRelease, FreesPreparedWeightsAndKeepsResults) {
   Graph ref_g = make_graph(false), g = make_graph(false);
   Plan ref(ref_g, 2), plan(g, 2);
   plan.enable_constant_release(g);
-  const Tensor x1 = rnd({1, 32, 12, 10}, 7), x2 = rnd({2, 32, 7, 9}, 8);
+  const Tensor x1 = uniform_tensor({1, 32, 12, 10}, 7), x2 = uniform_tensor({2, 32, 7, 9}, 8);
 
-  expect_same(run(plan, x1), run(ref, x1));
+  expect_bit_identical(run(plan, x1), run(ref, x1));
   const size_t expected = (64 * 32 * 9 + 64 * 96 + 80 * 96) * sizeof(float);
   EXPECT_EQ(plan.released_bytes(), expected);
   EXPECT_EQ(g.initializers.at("w_conv").raw(), nullptr);
@@ -94,9 +79,9 @@ TEST(WeightRelease, FreesPreparedWeightsAndKeepsResults) {
   EXPECT_NE(ref_g.initializers.at("w_conv").raw(), nullptr);              // release is opt-in
 
   // Later runs of the same shapes, and new shapes planned after the originals are gone.
-  expect_same(run(plan, x1), run(ref, x1));
-  expect_same(run(plan, x2), run(ref, x2));
-  expect_same(run(plan, x1), run(ref, x1));
+  expect_bit_identical(run(plan, x1), run(ref, x1));
+  expect_bit_identical(run(plan, x2), run(ref, x2));
+  expect_bit_identical(run(plan, x1), run(ref, x1));
   EXPECT_EQ(plan.released_bytes(), expected);
 }
 
@@ -104,9 +89,9 @@ TEST(WeightRelease, KeepsWeightsOtherKernelsRead) {
   Graph ref_g = make_graph(true), g = make_graph(true);
   Plan ref(ref_g, 2), plan(g, 2);
   plan.enable_constant_release(g);
-  const Tensor x = rnd({1, 32, 8, 8}, 9);
-  expect_same(run(plan, x), run(ref, x));
-  expect_same(run(plan, x), run(ref, x));
+  const Tensor x = uniform_tensor({1, 32, 8, 8}, 9);
+  expect_bit_identical(run(plan, x), run(ref, x));
+  expect_bit_identical(run(plan, x), run(ref, x));
   EXPECT_NE(g.initializers.at("w_mm").raw(), nullptr);   // also read by the Add
   EXPECT_EQ(g.initializers.at("w_conv").raw(), nullptr);
 }
@@ -116,7 +101,7 @@ TEST(WeightRelease, ConvUnpacksKeptWeights) {
   p.nsp = 2;
   p.N = 1; p.C = 8; p.M = 12; p.G = 2;
   p.in = {1, 9, 9}; p.k = {1, 3, 3}; p.out = {1, 9, 9}; p.pad_l = {0, 1, 1}; p.pad_r = {0, 1, 1};
-  const Tensor x = rnd({1, 8, 9, 9}, 10), w = rnd({12, 4, 3, 3}, 11);
+  const Tensor x = uniform_tensor({1, 8, 9, 9}, 10), w = uniform_tensor({12, 4, 3, 3}, 11);
   Tensor y(DType::Float32, {1, 12, 9, 9}), y2(DType::Float32, {1, 12, 9, 9});
   cpu::DnnlConv dc;
   EXPECT_FALSE(dc.holds_weights());
@@ -133,7 +118,7 @@ TEST(WeightRelease, ConvUnpacksKeptWeights) {
 TEST(WeightRelease, MatmulUnpacksKeptWeights) {
   for (bool tb : {false, true}) {
     const int64_t M = 5, K = 64, N = 48;
-    const Tensor a = rnd({M, K}, 12), b = rnd(tb ? Shape{N, K} : Shape{K, N}, 13);
+    const Tensor a = uniform_tensor({M, K}, 12), b = uniform_tensor(tb ? Shape{N, K} : Shape{K, N}, 13);
     Tensor y(DType::Float32, {M, N}), y2(DType::Float32, {M, N});
     mm::MatmulCache cache;
     mm::MatmulCall c;
@@ -166,17 +151,17 @@ TEST(Arena, SharedByShapePlansAndSessions) {
     Plan ref(ref_g, 2);
     return run(ref, x);
   };
-  const Tensor small = rnd({1, 32, 6, 5}, 20), big = rnd({2, 32, 16, 12}, 21);
-  expect_same(run(p1, small), reference(small));
+  const Tensor small = uniform_tensor({1, 32, 6, 5}, 20), big = uniform_tensor({2, 32, 16, 12}, 21);
+  expect_bit_identical(run(p1, small), reference(small));
   const size_t after_small = arena->capacity();
   EXPECT_EQ(after_small, p1.last_arena_bytes());
-  expect_same(run(p2, big), reference(big));
+  expect_bit_identical(run(p2, big), reference(big));
   const size_t after_big = arena->capacity();
   EXPECT_GT(after_big, after_small);
   EXPECT_EQ(after_big, p2.last_arena_bytes());
   // Back to the small plan on the first session: the larger buffer is reused, not replaced.
-  expect_same(run(p1, small), reference(small));
-  expect_same(run(p1, big), reference(big));
-  expect_same(run(p2, small), reference(small));
+  expect_bit_identical(run(p1, small), reference(small));
+  expect_bit_identical(run(p1, big), reference(big));
+  expect_bit_identical(run(p2, small), reference(small));
   EXPECT_EQ(arena->capacity(), after_big);
 }

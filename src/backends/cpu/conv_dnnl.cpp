@@ -1,7 +1,5 @@
 #include "backends/cpu/conv_dnnl.h"
 
-#include <omp.h>
-
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -282,13 +280,8 @@ bool DnnlConv::setup(const ConvParams& p, const float* w, bool has_bias, bool we
     }
   }
   if (count_call) ++e->calls;
-  // prepare() runs beside other kernels' prepare on the session's threads: its weight reorder takes one thread
-  // (an OpenMP team of its own would oversubscribe the cores).
-  struct OneThread {
-    int saved = 0;
-    explicit OneThread(bool on) : saved(on ? omp_get_max_threads() : 0) { if (on) omp_set_num_threads(1); }
-    ~OneThread() { if (saved) omp_set_num_threads(saved); }
-  } one_thread(!count_call);
+  // prepare() runs beside other kernels' prepare on the session's threads: its weight reorder takes one thread.
+  OneThread one_thread(!count_call);
 
   dnnl::stream& s = stream();
   dnnl::memory w_mem;

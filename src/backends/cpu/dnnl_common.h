@@ -1,6 +1,7 @@
 // Shared oneDNN objects for CPU kernels.
 #pragma once
 #include <dnnl.hpp>
+#include <omp.h>
 
 #include <cstdint>
 #include <unordered_map>
@@ -33,6 +34,20 @@ void with_scratchpad(std::unordered_map<int, dnnl::memory>& args, dnnl::memory& 
 
 // A oneDNN memory over kiln's own allocation (allocate_buffer: large buffers mapped, returned to the system when
 // freed), for data kept across runs such as prepared weights. The buffer lives as long as `buf` does.
+// OpenMP at one thread on this thread while alive (when `on`): Kernel::prepare packs weights beside other kernels'
+// prepare on the session's threads, where an OpenMP team of its own would oversubscribe the cores.
+struct OneThread {
+  int saved = 0;
+  explicit OneThread(bool on = true) : saved(on ? omp_get_max_threads() : 0) {
+    if (on) omp_set_num_threads(1);
+  }
+  ~OneThread() {
+    if (saved) omp_set_num_threads(saved);
+  }
+  OneThread(const OneThread&) = delete;
+  OneThread& operator=(const OneThread&) = delete;
+};
+
 struct HeldMemory {
   dnnl::memory mem;
   std::shared_ptr<void> buf;

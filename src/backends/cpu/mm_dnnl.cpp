@@ -1,7 +1,5 @@
 #include "backends/cpu/mm_dnnl.h"
 
-#include <omp.h>
-
 #include <algorithm>
 
 #include "backends/cpu/dnnl_common.h"
@@ -141,18 +139,9 @@ bool MatmulCache::run(const MatmulCall& c0, bool execute) {
   }
   if (!e->ok) return false;
   if (!execute) {
-    // Packed on this thread alone: prepare runs several kernels' packing side by side.
-    const int saved = omp_get_max_threads();
-    omp_set_num_threads(1);
-    if (c.b_const && e->reorder_wei && c.b && !kept_.holds(c.b)) {
-      try {
-        kept_.keep(memory(e->wei_plain, cpu::engine(), const_cast<float*>(c.b)), e->wei_desc, c.b);
-      } catch (...) {
-        omp_set_num_threads(saved);
-        throw;
-      }
-    }
-    omp_set_num_threads(saved);
+    cpu::OneThread one_thread;  // prepare packs several kernels' weights side by side
+    if (c.b_const && e->reorder_wei && c.b && !kept_.holds(c.b))
+      kept_.keep(memory(e->wei_plain, cpu::engine(), const_cast<float*>(c.b)), e->wei_desc, c.b);
     return true;
   }
   auto& s = cpu::stream();
