@@ -12,6 +12,7 @@
 #include "backends/cpu/conv_postops.h"
 #include "backends/cpu/conv_ref.h"
 #include "backends/cpu/data_util.h"
+#include "backends/cpu/deconv_gemm.h"
 #include "core/staging.h"
 #include "ops/common.h"
 
@@ -328,7 +329,7 @@ class ConvKernel : public Kernel {
   }
 
   // After the first oneDNN run a constant W is kept in oneDNN's layout; the original is not needed again.
-  bool owns_constant(int input) const override { return input == 1 && w_constant_ && dnnl_.holds_weights(); }
+  bool owns_constant(int input) const override { return input == 1 && w_constant_ && holds_weights(); }
   // Deferred weights are copied out (staged) for packing, or for each run on the paths that do not pack.
   bool takes_deferred(int input) const override { return input == 1; }
   // A fused sum accumulates onto the summand where it lies (no copy into Y first).
@@ -342,11 +343,15 @@ class ConvKernel : public Kernel {
     // Only constant weights in ONNX's layout are worth it (and still there: a released W has its kept copy already).
     if (!w_constant_ || (w.raw() == nullptr && !w.is_deferred()) || (ctx.input_layout(1) == Layout::ChannelsLast && w.rank() >= 3))
       return;
-    if (w.is_deferred() && dnnl_.holds_weights()) return;
+    if (w.is_deferred() && holds_weights()) return;
     const cpu::ConvParams p = conv_params(ctx.node(), a_, x.shape(), w.shape());
     const bool x_cl = ctx.input_layout(0) == Layout::ChannelsLast && x.rank() >= 3;
     const bool y_cl = ctx.output_layout(0) == Layout::ChannelsLast && x.rank() >= 3;
     const Tensor ws = staged_copy(w);
+    if (use_gemm(p)) {
+      gemm_.pack(p, ws.data<float>());
+      return;
+    }
     dnnl_.prepare(p, ws.data<float>(), ctx.has_input(2), true, x_cl, y_cl, post_, cpu::has_sum(post_));
   }
 
@@ -379,14 +384,14 @@ class ConvKernel : public Kernel {
     Tensor w_plain;
     const Tensor* wp = &w;
     // A deferred W whose packed copy is held is as good as a freed one; else it is copied out for this call.
-    const bool w_freed = w.raw() == nullptr && w.numel() > 0 && (!w.is_deferred() || dnnl_.holds_weights());
+    const bool w_freed = w.raw() == nullptr && w.numel() > 0 && (!w.is_deferred() || holds_weights());
     Tensor w_staged;
     if (w.is_deferred() && !w_freed) {
       w_staged = staged_copy(w);
       wp = &w_staged;
     }
     if (w_freed) {
-      if (w.dtype() != DType::Float32 || !dnnl_.holds_weights())
+      if (w.dtype() != DType::Float32 || !holds_weights())
         fail(n.describe() + ": weights were released but no prepared copy is held");
     } else if (ctx.input_layout(1) == Layout::ChannelsLast && w.rank() >= 3) {
       w_plain = Tensor(w.dtype(), w.shape());
@@ -395,6 +400,19 @@ class ConvKernel : public Kernel {
       wp = &w_plain;
     }
     const int64_t S = y.numel() / (p.N * p.M);
+    if (x.dtype() == DType::Float32 && use_gemm(p)) {
+      // A constant W is packed once (prepare or the first run); one fed at run time, every run.
+      if (!gemm_.holds_weights() || !w_constant_) {
+        if (w_freed) {
+          w_plain = Tensor(w.dtype(), w.shape());
+          unpack_held(p, w_plain.data<float>());
+          wp = &w_plain;
+        }
+        gemm_.pack(p, wp->data<float>());
+      }
+      gemm_.run(p, x.data<float>(), b ? b->data<float>() : nullptr, y.data<float>(), x_cl, y_cl, post_);
+      return;
+    }
     if (x.dtype() == DType::Float32 && (!conv_force_reference() || w_freed)) {
       // The summand in Y's layout (oneDNN's sum post-op accumulates onto a copy of it in Y).
       Tensor s_conv;
@@ -410,7 +428,7 @@ class ConvKernel : public Kernel {
     }
     if (w_freed) {
       w_plain = Tensor(w.dtype(), w.shape());
-      dnnl_.unpack_weights(p, w_plain.data<float>());
+      unpack_held(p, w_plain.data<float>());
       wp = &w_plain;
     }
     // The plan may have put Y in the summand's buffer (inplace_input): keep the summand before Y is written.
@@ -451,8 +469,20 @@ class ConvKernel : public Kernel {
   }
 
  private:
+  // Transposed convolutions with kernel == stride (U-Net upsampling) are one matrix product (cpu::GemmDeconv).
+  bool use_gemm(const cpu::ConvParams& p) const {
+    return Transpose && !conv_force_reference() && !cpu::has_sum(post_) && cpu::GemmDeconv::applies(p);
+  }
+  bool holds_weights() const { return dnnl_.holds_weights() || gemm_.holds_weights(); }
+  // The released W, back in ONNX's layout, from whichever kernel holds it.
+  void unpack_held(const cpu::ConvParams& p, float* w) const {
+    if (gemm_.holds_weights()) gemm_.unpack(p, w);
+    else dnnl_.unpack_weights(p, w);
+  }
+
   ConvAttrs a_;
   cpu::DnnlConv dnnl_;
+  cpu::GemmDeconv gemm_;
   std::vector<cpu::PostOp> post_;
   bool w_constant_ = false;
 };

@@ -598,6 +598,55 @@ TEST(Conv, ChannelsLastInputsAndOutputs) {
   }
 }
 
+// Transposed convolutions with kernel == stride (U-Net upsampling) run as one matrix product (cpu::GemmDeconv):
+// every layout combination, bias and a fused activation, a batch of 2, and results split over several row blocks
+// with a tail (8 -> 64 channels at 2x2x2: 512 product columns, 256 rows per block, 990 cells per image).
+TEST(Conv, KernelEqualsStrideTransposeIsOneProduct) {
+  std::mt19937 rng(23);
+  const std::vector<Case> gemm_cases = {
+      {"convT3d_2x2x2_tail", true, {2, 8, 9, 10, 11}, {8, 64, 2, 2, 2}, {{"strides", ints({2, 2, 2})}}, true},
+      {"convT2d_2x3", true, {1, 5, 7, 6}, {5, 3, 2, 3}, {{"strides", ints({2, 3})}}, true},
+      {"convT3d_1x2x2", true, {1, 16, 3, 5, 4}, {16, 8, 1, 2, 2}, {{"strides", ints({1, 2, 2})}}, false},
+  };
+  for (bool leaky : {false, true})
+    for (const Case& c : gemm_cases) {
+      Node n = make_node("ConvTranspose", c.attrs, c.bias, c.name);
+      if (leaky) cpu::set_post_ops(n, {{cpu::PostKind::LeakyRelu, 0.1f, 0}});
+      ConvAttrs a(n, true);
+      cpu::ConvParams p = conv_params(n, a, c.x, c.w);
+      ASSERT_TRUE(cpu::GemmDeconv::applies(p)) << c.name;
+      Tensor x = random_tensor(c.x, rng), w = random_tensor(c.w, rng), b = random_tensor({p.M}, rng);
+      Shape ys{p.N, p.M};
+      for (int i = 3 - p.nsp; i < 3; ++i) ys.push_back(p.out[i]);
+      Tensor ref(DType::Float32, ys), absref(DType::Float32, ys);
+      cpu::conv_reference(p, x, w, c.bias ? &b : nullptr, ref);
+      Tensor ax = abs_of(x), aw = abs_of(w), ab = abs_of(b);
+      cpu::conv_reference(p, ax, aw, c.bias ? &ab : nullptr, absref);
+      if (leaky)  // the slope scales negative results and their error alike: the bound on |result| still holds
+        for (int64_t i = 0; i < ref.numel(); ++i) ref.data<float>()[i] = ref.data<float>()[i] >= 0 ? ref.data<float>()[i] : 0.1f * ref.data<float>()[i];
+      Tensor x_cl = to_layout(x, true);
+      for (int xi = 0; xi < 2; ++xi)
+        for (int yi = 0; yi < 2; ++yi) {
+          std::vector<const Tensor*> ins{xi ? &x_cl : &x, &w};
+          if (c.bias) ins.push_back(&b);
+          Tensor y = run_layouts(n, ins, {xi ? Layout::ChannelsLast : Layout::Plain}, yi ? Layout::ChannelsLast : Layout::Plain);
+          check_close(p, yi ? to_layout(y, false) : y, ref, absref,
+                      c.name + (leaky ? " leaky" : "") + (xi ? " x:cl" : " x:plain") + (yi ? " y:cl" : " y:plain"));
+        }
+    }
+  // Not one product: padding, output padding, groups, a kernel larger than the stride, dilation.
+  auto applies = [](std::map<std::string, Attribute> attrs, const Shape& xs, const Shape& ws) {
+    Node n = make_node("ConvTranspose", std::move(attrs));
+    return cpu::GemmDeconv::applies(conv_params(n, ConvAttrs(n, true), xs, ws));
+  };
+  EXPECT_TRUE(applies({{"strides", ints({2, 2})}}, {1, 4, 5, 5}, {4, 2, 2, 2}));
+  EXPECT_FALSE(applies({{"strides", ints({2, 2})}, {"pads", ints({1, 0, 1, 0})}}, {1, 4, 5, 5}, {4, 2, 2, 2}));
+  EXPECT_FALSE(applies({{"strides", ints({2, 2})}, {"output_padding", ints({1, 0})}}, {1, 4, 5, 5}, {4, 2, 2, 2}));
+  EXPECT_FALSE(applies({{"strides", ints({2, 2})}, {"group", int1(2)}}, {1, 4, 5, 5}, {4, 2, 2, 2}));
+  EXPECT_FALSE(applies({{"strides", ints({2, 2})}}, {1, 4, 5, 5}, {4, 2, 3, 3}));
+  EXPECT_FALSE(applies({{"strides", ints({2, 2})}, {"dilations", ints({2, 2})}}, {1, 4, 5, 5}, {4, 2, 2, 2}));
+}
+
 // Fused post-ops: conv + bias, then sum (the summand given plain or channels-last, independently of Y) and relu,
 // against the reference conv followed by the same steps in double.
 TEST(Conv, FusedSumAndActivationInEveryLayout) {

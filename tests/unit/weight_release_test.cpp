@@ -8,6 +8,7 @@
 #include <random>
 
 #include "backends/cpu/conv_dnnl.h"
+#include "backends/cpu/deconv_gemm.h"
 #include "backends/cpu/mm_dnnl.h"
 #include "runtime/plan.h"
 #include "test_util.h"
@@ -113,6 +114,47 @@ TEST(WeightRelease, ConvUnpacksKeptWeights) {
   // No original at all: the kept copy serves the call.
   ASSERT_TRUE(dc.run(p, x.data<float>(), nullptr, nullptr, y2.data<float>(), true));
   EXPECT_EQ(0, std::memcmp(y.raw(), y2.raw(), y.nbytes()));
+}
+
+// ConvTranspose with kernel == stride keeps its weights in the matrix product's layout (cpu::GemmDeconv): the W
+// initializer is freed after the first run, new shapes still compute what the original graph does, and the kept
+// copy unpacks to ONNX's layout exactly.
+TEST(WeightRelease, KernelEqualsStrideTransposeKeepsItsWeights) {
+  auto make = [] {
+    Graph g;
+    g.opsets[""] = 17;
+    g.name = "upsample";
+    g.inputs.push_back({"x", TensorType{DType::Float32, true, {Dim::sym("N"), Dim::of(32), Dim::sym("H"), Dim::sym("W")}}});
+    g.initializers["w_up"] = uniform_tensor({32, 64, 2, 2}, 30);  // 32 KiB
+    g.initializers["b_up"] = uniform_tensor({64}, 31);
+    g.nodes.push_back(node("ConvTranspose", {"x", "w_up", "b_up"}, "y", {{"strides", aints({2, 2})}}));
+    g.outputs.push_back({"y", TensorType{}});
+    return g;
+  };
+  Graph ref_g = make(), g = make();
+  Plan ref(ref_g, 2), plan(g, 2);
+  plan.enable_constant_release(g);
+  const Tensor x1 = uniform_tensor({1, 32, 12, 10}, 32), x2 = uniform_tensor({2, 32, 7, 9}, 33);
+  expect_bit_identical(run(plan, x1), run(ref, x1));
+  EXPECT_EQ(g.initializers.at("w_up").raw(), nullptr);
+  EXPECT_EQ(plan.released_bytes(), 32 * 64 * 4 * sizeof(float));
+  expect_bit_identical(run(plan, x2), run(ref, x2));
+  expect_bit_identical(run(plan, x1), run(ref, x1));
+
+  cpu::ConvParams p;
+  p.nsp = 2;
+  p.transpose = true;
+  p.N = 1; p.C = 6; p.M = 5;
+  p.in = {1, 3, 4}; p.k = {1, 2, 3}; p.stride = {1, 2, 3}; p.out = {1, 6, 12};
+  const Tensor w = uniform_tensor({6, 5, 2, 3}, 34);
+  cpu::GemmDeconv gd;
+  ASSERT_TRUE(cpu::GemmDeconv::applies(p));
+  EXPECT_FALSE(gd.holds_weights());
+  gd.pack(p, w.data<float>());
+  ASSERT_TRUE(gd.holds_weights());
+  Tensor back(DType::Float32, w.shape());
+  gd.unpack(p, back.data<float>());
+  EXPECT_EQ(0, std::memcmp(back.raw(), w.raw(), w.nbytes()));
 }
 
 TEST(WeightRelease, MatmulUnpacksKeptWeights) {
