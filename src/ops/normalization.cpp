@@ -203,20 +203,31 @@ void group_norm_f32(const float* x, float* y, int64_t N, int64_t C, int64_t G, i
 }
 
 void instance_norm_channels_last(const float* x, float* y, int64_t N, int64_t C, int64_t S, float eps,
-                                 const std::vector<float>& scale, const std::vector<float>& bias);
+                                 const std::vector<float>& scale, const std::vector<float>& bias,
+                                 const std::vector<cpu::PostOp>& post);
 
 class InstanceNormK : public Kernel {
  public:
-  InstanceNormK(const Node& n, int) : node_(n), eps_(n.attr_float("epsilon", 1e-5f)) {}
+  InstanceNormK(const Node& n, int) : node_(n), eps_(n.attr_float("epsilon", 1e-5f)) {
+    // Activations fused by graph/passes (fuse_activation: nnU-Net's InstanceNorm -> LeakyReLU), applied to the
+    // normalized output in the same pass.
+    post_ = cpu::post_ops_of(n);
+    if (cpu::has_sum(post_)) fail(n.describe() + ": a fused 'sum' is not supported on InstanceNormalization");
+  }
   void infer(InferContext& ctx) override {
     same_as_input(node_, ctx, 2);
     if (!ctx.has_input(1) || !ctx.has_input(2)) fail(node_.describe() + ": expects 3 inputs (input, scale, B)");
+    if (!post_.empty() && ctx.input_type(0).dtype != DType::Float32)
+      unsupported(node_.describe() + ": fused activations need float32, got " + dtype_name(ctx.input_type(0).dtype));
   }
   // Float32 channels-last input is normalised in place of the layout (output channels-last too).
   LayoutRule layout_rule(const std::vector<const TensorType*>& types, const std::vector<Layout>& layouts) const override {
     if (types[0] && types[0]->dtype == DType::Float32 && layouts[0] == Layout::ChannelsLast) return LayoutRule::ChannelsLast;
     return LayoutRule::PlainOnly;
   }
+  // The statistics are gathered before anything is written, and each output element depends only on the input
+  // element in its place: the plan may write Y over X.
+  int inplace_input() const override { return 0; }
 
   void run(RunContext& ctx) override {
     const Tensor& x = ctx.input(0);
@@ -224,65 +235,97 @@ class InstanceNormK : public Kernel {
     auto scale = vec_param(node_, ctx.input(1), C, "scale");
     auto bias = vec_param(node_, ctx.input(2), C, "B");
     if (ctx.input_layout(0) == Layout::ChannelsLast) {
-      if (x.numel()) instance_norm_channels_last(x.data<float>(), ctx.output(0).data<float>(), N, C, S, eps_, scale, bias);
+      if (x.numel())
+        instance_norm_channels_last(x.data<float>(), ctx.output(0).data<float>(), N, C, S, eps_, scale, bias, post_);
       return;
     }
     Tensor xf = cpu::red_as_f32(x);
     Tensor yf = cpu::red_out_f32(ctx.output(0));
     if (x.numel()) group_norm_f32(xf.data<float>(), yf.data<float>(), N, C, C, S, eps_, scale, bias);
+    cpu::apply_post_ops_ref(post_, yf.data<float>(), yf.numel(), nullptr);
     cpu::red_store_f32(yf, ctx.output(0));
   }
 
  private:
   Node node_;
   float eps_;
+  std::vector<cpu::PostOp> post_;
 };
 
-// x, y: N x S x C (channels-last). Per (n, c): mean and variance over S, accumulated in double relative to the
-// first value of the channel (as the plain kernel does), rows split into one contiguous range per thread and the
-// partial sums combined in thread order (deterministic for a given thread count); then y = x * a + b per channel.
+// x, y: N x S x C (channels-last); y may be x. One read for the statistics, one read and write for the result.
+// Statistics: each thread takes one contiguous range of rows, in blocks of up to 64 rows (L1-resident): a block's
+// mean and sum of squared deviations from it in float, merged into the thread's running count / mean / sum of
+// squares in double (Chan et al.'s pairwise update), then the threads' partials merged in thread order
+// (deterministic for a given thread count). The float sums are of x minus the block's first row, and the squares of
+// deviations from the block's own mean, so the data's offset costs no digits. Then y = post(x * a + b) per channel, a block of rows at a time.
 void instance_norm_channels_last(const float* x, float* y, int64_t N, int64_t C, int64_t S, float eps,
-                                 const std::vector<float>& scale, const std::vector<float>& bias) {
+                                 const std::vector<float>& scale, const std::vector<float>& bias,
+                                 const std::vector<cpu::PostOp>& post) {
+  constexpr int64_t kBlock = 64;
   const int T = S * C > (1 << 15) ? omp_get_max_threads() : 1;
-  std::vector<double> part((size_t)T * 2 * C);
+  struct Moments { double count = 0; std::vector<double> mean, m2; };
+  std::vector<Moments> part(T);
   std::vector<float> a(C), b(C);
+  auto merge = [C](Moments& into, double n2, const double* mean2, const double* m22) {
+    const double n1 = into.count, n = n1 + n2;
+    if (n2 == 0) return;
+    for (int64_t c = 0; c < C; ++c) {
+      const double d = mean2[c] - into.mean[c];
+      into.mean[c] += d * (n2 / n);
+      into.m2[c] += m22[c] + d * d * (n1 * n2 / n);
+    }
+    into.count = n;
+  };
   for (int64_t n = 0; n < N; ++n) {
     const float* xn = x + n * S * C;
     float* yn = y + n * S * C;
-    std::fill(part.begin(), part.end(), 0.0);
 #pragma omp parallel num_threads(T)
     {
       const int t = omp_get_thread_num(), nt = omp_get_num_threads();
       const int64_t s0 = S * t / nt, s1 = S * (t + 1) / nt;
-      double* sum = part.data() + (size_t)t * 2 * C;
-      double* sq = sum + C;
-      for (int64_t s = s0; s < s1; ++s) {
-        const float* row = xn + s * C;
-        for (int64_t c = 0; c < C; ++c) {
-          const double d = (double)row[c] - (double)xn[c];
-          sum[c] += d;
-          sq[c] += d * d;
-        }
+      Moments& mo = part[t];
+      mo.count = 0;
+      mo.mean.assign(C, 0.0);
+      mo.m2.assign(C, 0.0);
+      std::vector<float> bs(C), bq(C);
+      std::vector<double> bmean(C), bm2(C);
+      for (int64_t r0 = s0; r0 < s1; r0 += kBlock) {
+        const int64_t nr = std::min(kBlock, s1 - r0);
+        const float* blk = xn + r0 * C;  // its first row (k) is the shift: sums of x - k stay small
+        std::fill(bs.begin(), bs.end(), 0.f);
+        std::fill(bq.begin(), bq.end(), 0.f);
+        for (int64_t r = 1; r < nr; ++r)
+          for (int64_t c = 0; c < C; ++c) bs[c] += blk[r * C + c] - blk[c];
+        const float inv_nr = 1.f / (float)nr;
+        for (int64_t c = 0; c < C; ++c) bs[c] *= inv_nr;  // block mean - k
+        for (int64_t r = 0; r < nr; ++r)
+          for (int64_t c = 0; c < C; ++c) {
+            const float d = (blk[r * C + c] - blk[c]) - bs[c];
+            bq[c] += d * d;
+          }
+        for (int64_t c = 0; c < C; ++c) { bmean[c] = (double)blk[c] + (double)bs[c]; bm2[c] = bq[c]; }
+        merge(mo, (double)nr, bmean.data(), bm2.data());
       }
     }
+    Moments all;
+    all.mean.assign(C, 0.0);
+    all.m2.assign(C, 0.0);
+    for (int t = 0; t < T; ++t) merge(all, part[t].count, part[t].mean.data(), part[t].m2.data());
     for (int64_t c = 0; c < C; ++c) {
-      double sum = 0, sq = 0;
-      for (int t = 0; t < T; ++t) {
-        sum += part[(size_t)t * 2 * C + c];
-        sq += part[(size_t)t * 2 * C + C + c];
-      }
-      const double mean_d = sum / (double)S;
-      const double var = std::max(0.0, sq / (double)S - mean_d * mean_d);
-      const double mean = (double)xn[c] + mean_d;
+      const double var = all.m2[c] / (double)S;
       const double inv = 1.0 / std::sqrt(var + (double)eps);
       a[c] = (float)(inv * scale[c]);
-      b[c] = (float)(bias[c] - mean * inv * scale[c]);
+      b[c] = (float)(bias[c] - all.mean[c] * inv * scale[c]);
     }
+    const int64_t blocks = (S + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) num_threads(T)
-    for (int64_t s = 0; s < S; ++s) {
-      const float* row = xn + s * C;
-      float* out = yn + s * C;
-      for (int64_t c = 0; c < C; ++c) out[c] = row[c] * a[c] + b[c];
+    for (int64_t bi = 0; bi < blocks; ++bi) {
+      const int64_t r0 = bi * kBlock, nr = std::min(kBlock, S - r0);
+      const float* in = xn + r0 * C;
+      float* out = yn + r0 * C;
+      for (int64_t r = 0; r < nr; ++r)
+        for (int64_t c = 0; c < C; ++c) out[r * C + c] = in[r * C + c] * a[c] + b[c];
+      cpu::apply_post_ops_ref(post, out, nr * C, nullptr);
     }
   }
 }

@@ -442,6 +442,35 @@ TEST(Passes, BatchNormActivation) {
   }
 }
 
+// InstanceNormalization followed by LeakyReLU (every nnU-Net stage) becomes one node, channels-last after a 3D
+// Conv and plain on a graph input; the results match the unfused graph.
+TEST(Passes, InstanceNormLeakyRelu) {
+  for (bool after_conv : {true, false}) {
+    SCOPED_TRACE(after_conv ? "after a conv" : "on the input");
+    std::mt19937 rng(13);
+    G b;
+    b.input("X", {1, 8, 5, 6, 7});
+    std::string x = "X";
+    if (after_conv) {
+      b.init("W3", rnd({8, 8, 3, 3, 3}, rng));
+      x = b.node("Conv", {"X", "W3"}, {{"pads", aints({1, 1, 1, 1, 1, 1})}});
+    }
+    b.init("s", rnd({8}, rng));
+    b.init("bb", rnd({8}, rng));
+    std::string in = b.node("InstanceNormalization", {x, "s", "bb"});
+    b.node("LeakyRelu", {in}, {{"alpha", afloat(0.01f)}}, "Y");
+    b.output("Y");
+    Graph g = optimize_and_compare(b.g, {rnd({1, 8, 5, 6, 7}, rng, -2, 2)});
+    EXPECT_EQ(count_op(g, "LeakyRelu"), 0);
+    ASSERT_EQ(count_op(g, "InstanceNormalization"), 1);
+    for (auto& n : g.nodes)
+      if (n.op_type == "InstanceNormalization") {
+        EXPECT_EQ(post_names(n), (std::vector<std::string>{"leaky_relu"}));
+        EXPECT_EQ(n.outputs[0], "Y");
+      }
+  }
+}
+
 // A BatchNormalization carrying fused activations is refused, naming the node, when they cannot apply: a 'sum'
 // (BN has no summand input) or a non-float32 tensor.
 TEST(Passes, BatchNormPostOpsRefusedWhereTheyCannotApply) {

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <random>
 
+#include "backends/cpu/conv_postops.h"
+#include "backends/cpu/data_util.h"
 #include "backends/cpu/red_kernels.h"
 #include "backends/cpu/red_ref.h"
 #include "ops/common.h"
@@ -175,6 +177,38 @@ TEST(NormFast, InstanceNormLargeChannels) {
   std::vector<float> ref(N * C * S);
   cpu::ref::instance_norm(x.data(), ref.data(), N, C, S, 1e-5f, sc.data(), b.data());
   for (int64_t i = 0; i < N * C * S; ++i) ASSERT_NEAR(out[0].data<float>()[i], ref[i], 1e-4) << i;
+}
+
+// The channels-last kernel (nnU-Net's layout): statistics in 64-row blocks over both threads, written over its own
+// input (the plan runs it in place), with a fused LeakyReLU; rows not a multiple of the block, channels not a
+// multiple of the vector width, two images, offset data (mean 100). Same reference and bound as above.
+TEST(NormFast, InstanceNormChannelsLastInPlaceWithActivation) {
+  const int64_t N = 2, C = 35, D = 9, H = 17, W = 23, S = D * H * W;
+  auto x = randv(N * C * S, 98.f, 102.f, 14), sc = randv(C, 0.5f, 2.f, 15), b = randv(C, -1.f, 1.f, 16);
+  std::vector<float> ref(N * C * S);
+  cpu::ref::instance_norm(x.data(), ref.data(), N, C, S, 1e-5f, sc.data(), b.data());
+  for (auto& v : ref) v = v >= 0 ? v : 0.01f * v;
+  Node n = make_node("InstanceNormalization", 3, 1);
+  cpu::set_post_ops(n, {{cpu::PostKind::LeakyRelu, 0.01f, 0}});
+  auto k = make(n, 22);
+  Tensor xt = tensor_f32({N, C, D, H, W}, x), xcl(DType::Float32, {N, C, D, H, W});
+  data::layout_copy(xt.raw(), xcl.raw(), N, C, S, 4, true);
+  Tensor st = tensor_f32({C}, sc), bt = tensor_f32({C}, b);
+  TensorType xty = TensorType::of(DType::Float32, xt.shape()), cty = TensorType::of(DType::Float32, {C});
+  InferContext ic(n, {&xty, &cty, &cty}, {nullptr, &st, &bt});
+  k->infer(ic);
+  EXPECT_EQ(k->inplace_input(), 0);
+  Tensor y = Tensor::view(DType::Float32, xcl.shape(), xcl.raw());  // Y over X
+  RunContext rc(n, {&xcl, &st, &bt}, {&y}, {Layout::ChannelsLast, Layout::Plain, Layout::Plain}, {Layout::ChannelsLast});
+  k->run(rc);
+  Tensor yp(DType::Float32, xt.shape());
+  data::layout_copy(xcl.raw(), yp.raw(), N, C, S, 4, false);
+  int64_t negatives = 0;
+  for (int64_t i = 0; i < N * C * S; ++i) {
+    ASSERT_NEAR(yp.data<float>()[i], ref[i], 1e-4) << i;
+    negatives += ref[i] < 0;
+  }
+  EXPECT_GT(negatives, N * C * S / 4);  // the activation had work to do
 }
 
 TEST(ReduceInfer, KeepdimsWithSymbolicDims) {

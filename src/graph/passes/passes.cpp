@@ -437,7 +437,9 @@ bool fuse_activation(Graph& g, const TypeMap& types) {
     // Inference-mode BatchNormalization (one output) followed by an activation: one pass over the data instead of
     // two (DenseNet's pre-activation BN -> ReLU before every convolution).
     const bool bn = is_op(p, "BatchNormalization") && p.attr_int("training_mode", 0) == 0;
-    if ((!conv && !mm && !bn) || p.outputs.size() != 1) continue;
+    // InstanceNormalization -> LeakyReLU: every nnU-Net stage.
+    const bool in = is_op(p, "InstanceNormalization");
+    if ((!conv && !mm && !bn && !in) || p.outputs.size() != 1) continue;
     const std::string y = p.outputs[0];
     if (!is_float32(types, y) || u.outputs.count(y) || u.pinned.count(y)) continue;
     PostOp op;
