@@ -300,6 +300,18 @@ TEST_F(Cli, BenchProfileAndTrace) {
       EXPECT_GE(e["dur"].get<double>(), 0.0);
     }
   EXPECT_EQ(node_events, 4);  // one per node per timed run
+  EXPECT_NE(r.out.find("first run ms"), std::string::npos) << r.out;
+  // JSON: per op type and per node, the timed runs' total (4 calls) and the first run's share.
+  r = kiln_cli({"bench", identity_model(), "--profile", "--json", "--runs", "4", "--warmup", "1"});
+  ASSERT_EQ(r.code, 0) << r.out;
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["profile"]["op_types"].size(), 1u);
+  const auto& op = j["profile"]["op_types"][0];
+  EXPECT_EQ(op["op"], "Identity");
+  EXPECT_EQ(op["count"], 4);
+  EXPECT_GT(op["first_run_ms"].get<double>(), 0.0);
+  EXPECT_LE(op["first_run_ms"].get<double>(), j["first_run_ms"].get<double>());
+  EXPECT_EQ(j["profile"]["nodes"][0]["first_run_ms"], op["first_run_ms"]);
 }
 
 TEST_F(Cli, ShowHistogramAndParameters) {

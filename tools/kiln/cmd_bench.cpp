@@ -65,6 +65,7 @@ struct NodeStat {
   std::string name, op;
   double ms = 0;
   int64_t calls = 0;
+  double first_ms = 0;  // in the first run (lazy initialisation, first touch of memory included)
 };
 
 // Wall-clock time (CLOCK_REALTIME) in ns since the epoch: comparable with the caller's spawn stamp.
@@ -153,35 +154,41 @@ int bench_command(const BenchOptions& o) {
   }
   const double input_gen_ms = now_ms() - gen_t0;
 
+  // Profiling hooks: the first run (start-up's share) and the timed runs, per node.
+  const bool profiling = o.profile || !o.trace.empty();
+  std::map<const Node*, NodeStat> per_node;
+  std::vector<const Node*> node_order;
+  auto stat_of = [&](const Node& n) -> NodeStat& {
+    auto [it, fresh] = per_node.try_emplace(&n);
+    if (fresh) {
+      it->second.name = n.name.empty() ? n.outputs.empty() ? n.op_type : n.outputs[0] : n.name;
+      it->second.op = n.domain.empty() ? n.op_type : n.domain + ":" + n.op_type;
+      node_order.push_back(&n);
+    }
+    return it->second;
+  };
+  Plan& plan = session->plan();
+  if (profiling) plan.on_step = [&](const Node& n, double ms) { stat_of(n).first_ms += ms; };
   std::vector<Tensor> outputs;
   double t0 = now_ms();
   check(session->run(feeds, &outputs), "running " + o.model);
   const double first_ms = now_ms() - t0;
+  plan.on_step = nullptr;
   // The first output is ready: everything since the spawn (minus the synthetic input) is start-up.
   const double since_spawn_ms = spawn_ns > 0 ? (double)(realtime_ns() - spawn_ns) / 1e6 : 0.0;
   for (int i = 1; i < o.warmup; ++i) check(session->run(feeds, &outputs), "running " + o.model);
 
-  // Profiling hook over the timed runs only.
-  const bool profiling = o.profile || !o.trace.empty();
-  std::map<const Node*, NodeStat> per_node;
-  std::vector<const Node*> node_order;
   std::vector<TraceEvent> events;
   int current_run = 0;
   const double trace_origin = now_ms();
-  Plan& plan = session->plan();
   if (profiling) {
     plan.on_step = [&](const Node& n, double ms) {
-      auto [it, fresh] = per_node.try_emplace(&n);
-      if (fresh) {
-        it->second.name = n.name.empty() ? n.outputs.empty() ? n.op_type : n.outputs[0] : n.name;
-        it->second.op = n.domain.empty() ? n.op_type : n.domain + ":" + n.op_type;
-        node_order.push_back(&n);
-      }
-      it->second.ms += ms;
-      ++it->second.calls;
+      NodeStat& st = stat_of(n);
+      st.ms += ms;
+      ++st.calls;
       if (!o.trace.empty()) {
         double end_us = (now_ms() - trace_origin) * 1000.0;
-        events.push_back({it->second.name, it->second.op, end_us - ms * 1000.0, ms * 1000.0, current_run});
+        events.push_back({st.name, st.op, end_us - ms * 1000.0, ms * 1000.0, current_run});
       }
     };
   }
@@ -213,13 +220,15 @@ int bench_command(const BenchOptions& o) {
   for (auto* n : node_order) nodes.push_back(per_node[n]);
   std::stable_sort(nodes.begin(), nodes.end(), [](const NodeStat& a, const NodeStat& b) { return a.ms > b.ms; });
   std::map<std::string, NodeStat> by_op;
-  double total_node_ms = 0;
+  double total_node_ms = 0, total_first_ms = 0;
   for (auto& n : nodes) {
     auto& s = by_op[n.op];
     s.op = n.op;
     s.ms += n.ms;
     s.calls += n.calls;
+    s.first_ms += n.first_ms;
     total_node_ms += n.ms;
+    total_first_ms += n.first_ms;
   }
   std::vector<NodeStat> ops;
   for (auto& [k, v] : by_op) ops.push_back(v);
@@ -277,10 +286,12 @@ int bench_command(const BenchOptions& o) {
       nlohmann::json p;
       for (auto& s : ops)
         p["op_types"].push_back({{"op", s.op}, {"total_ms", s.ms}, {"ms_per_run", s.ms / o.runs},
-                                 {"percent", total_node_ms > 0 ? 100.0 * s.ms / total_node_ms : 0.0}, {"count", s.calls}});
+                                 {"percent", total_node_ms > 0 ? 100.0 * s.ms / total_node_ms : 0.0}, {"count", s.calls},
+                                 {"first_run_ms", s.first_ms}});
       for (auto& s : nodes)
         p["nodes"].push_back({{"name", s.name}, {"op", s.op}, {"total_ms", s.ms}, {"ms_per_run", s.ms / o.runs},
-                              {"percent", total_node_ms > 0 ? 100.0 * s.ms / total_node_ms : 0.0}});
+                              {"percent", total_node_ms > 0 ? 100.0 * s.ms / total_node_ms : 0.0},
+                              {"first_run_ms", s.first_ms}});
       j["profile"] = p;
     }
     std::printf("%s\n", j.dump(2).c_str());
@@ -304,16 +315,19 @@ int bench_command(const BenchOptions& o) {
   if (profiling) {
     std::printf("\nprofile (%d timed runs; node time sums to %s per run, %.0f%% of the mean run)\n", o.runs,
                 fmt_ms(total_node_ms / o.runs).c_str(), mean > 0 ? 100.0 * total_node_ms / o.runs / mean : 0.0);
-    std::printf("\n  %-22s %12s %12s %7s %7s\n", "op type", "total ms", "ms/run", "%", "count");
+    std::printf("first run: node time sums to %s (of %s); the rest is planning and preparing the kernels\n",
+                fmt_ms(total_first_ms).c_str(), fmt_ms(first_ms).c_str());
+    std::printf("\n  %-22s %12s %12s %7s %7s %12s\n", "op type", "total ms", "ms/run", "%", "count", "first run ms");
     for (auto& s : ops)
-      std::printf("  %-22s %12.3f %12.4f %6.1f%% %7lld\n", s.op.c_str(), s.ms, s.ms / o.runs,
-                  total_node_ms > 0 ? 100.0 * s.ms / total_node_ms : 0.0, (long long)s.calls);
+      std::printf("  %-22s %12.3f %12.4f %6.1f%% %7lld %12.3f\n", s.op.c_str(), s.ms, s.ms / o.runs,
+                  total_node_ms > 0 ? 100.0 * s.ms / total_node_ms : 0.0, (long long)s.calls, s.first_ms);
     const size_t top = std::min<size_t>(nodes.size(), (size_t)std::max(o.top, 0));
-    std::printf("\n  top %zu of %zu nodes\n  %-32s %-16s %12s %7s\n", top, nodes.size(), "node", "op", "ms/run", "%");
+    std::printf("\n  top %zu of %zu nodes\n  %-32s %-16s %12s %7s %12s\n", top, nodes.size(), "node", "op", "ms/run", "%",
+                "first run ms");
     for (size_t i = 0; i < top; ++i) {
       std::string name = nodes[i].name.size() > 32 ? nodes[i].name.substr(0, 29) + "..." : nodes[i].name;
-      std::printf("  %-32s %-16s %12.4f %6.1f%%\n", name.c_str(), nodes[i].op.c_str(), nodes[i].ms / o.runs,
-                  total_node_ms > 0 ? 100.0 * nodes[i].ms / total_node_ms : 0.0);
+      std::printf("  %-32s %-16s %12.4f %6.1f%% %12.3f\n", name.c_str(), nodes[i].op.c_str(), nodes[i].ms / o.runs,
+                  total_node_ms > 0 ? 100.0 * nodes[i].ms / total_node_ms : 0.0, nodes[i].first_ms);
     }
     if (!o.trace.empty()) std::printf("\ntrace       %s (%zu events; open in chrome://tracing or ui.perfetto.dev)\n", o.trace.c_str(), events.size());
   }
