@@ -336,6 +336,99 @@ bool fuse_matmul_bias(Graph& g, const TypeMap& types) {
   return true;
 }
 
+bool split_concat_conv(Graph& g, const TypeMap& types) {
+  Uses u(g);
+  std::vector<bool> removed(g.nodes.size(), false);
+  std::vector<Node> added;
+  std::unordered_set<std::string> taken;
+  auto fresh = [&](const std::string& base) {
+    for (int i = 0;; ++i) {
+      std::string n = base + "/kiln_split" + std::to_string(i);
+      if (!g.initializers.count(n) && !types.count(n) && !u.count.count(n) && !u.producer.count(n) && taken.insert(n).second)
+        return n;
+    }
+  };
+  bool changed = false;
+  for (size_t ci = 0; ci < g.nodes.size(); ++ci) {
+    const Node& c = g.nodes[ci];
+    if (!is_op(c, "Conv") || c.outputs.size() != 1 || c.inputs.size() < 2 || c.inputs.size() > 3) continue;
+    if (c.attr_int("group", 1) != 1 || !cpu::post_ops_of(c).empty()) continue;
+    const std::string& x = c.inputs[0];
+    auto pit = u.producer.find(x);
+    auto wit = g.initializers.find(c.inputs[1]);
+    if (pit == u.producer.end() || removed[pit->second] || wit == g.initializers.end()) continue;
+    const Node& k = g.nodes[pit->second];
+    if (!is_op(k, "Concat") || k.outputs.size() != 1 || k.inputs.size() < 2 || k.inputs.size() > 4) continue;
+    if (!u.private_value(x, 1) || !is_float32(types, x) || !u.private_value(c.inputs[1], 1)) continue;
+    const TensorType& xt = types.at(x);
+    const Tensor& w = wit->second;
+    if (!xt.has_shape || (xt.rank() != 4 && xt.rank() != 5) || w.dtype() != DType::Float32 || w.rank() != xt.rank() ||
+        (!w.raw() && !w.is_deferred()))
+      continue;
+    int64_t axis = k.attr_int("axis", 0);
+    if (axis < 0) axis += xt.rank();
+    if (axis != 1) continue;
+    std::vector<int64_t> parts;
+    int64_t total = 0;
+    for (const std::string& in : k.inputs) {
+      auto it = types.find(in);
+      if (in.empty() || it == types.end() || !it->second.has_shape || it->second.dtype != DType::Float32 ||
+          it->second.rank() != xt.rank() || !it->second.dims[1].known() || it->second.dims[1].value < 16)
+        parts.clear(), total = -1;
+      if (total < 0) break;
+      parts.push_back(it->second.dims[1].value);
+      total += parts.back();
+    }
+    if (total < 0 || total != w.dim(1) || w.dim(0) > total) continue;
+    int64_t ksize = 1;
+    for (int i = 2; i < w.rank(); ++i) ksize *= w.dim(i);
+    if (ksize == 1) continue;
+    // W [M, C, k...] -> one [M, C_i, k...] per part, read as bytes (a weight still deferred in the model file is
+    // copied straight out of it: no whole copy first).
+    const uint8_t* wb = static_cast<const uint8_t*>(w.is_deferred() ? w.source() : w.raw());
+    const int64_t M = w.dim(0), C = w.dim(1);
+    std::string prev;
+    int64_t c0 = 0;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      Shape ws = w.shape();
+      ws[1] = parts[i];
+      Tensor wi(DType::Float32, ws);
+      for (int64_t m = 0; m < M; ++m)
+        std::memcpy(wi.data<float>() + m * parts[i] * ksize, wb + (m * C + c0) * ksize * sizeof(float),
+                    (size_t)(parts[i] * ksize) * sizeof(float));
+      c0 += parts[i];
+      const std::string wname = fresh(c.inputs[1]);
+      g.initializers[wname] = std::move(wi);
+      Node piece;
+      piece.name = c.name.empty() ? "" : c.name + "/part" + std::to_string(i);
+      piece.op_type = "Conv";
+      piece.domain = c.domain;
+      piece.attrs = c.attrs;
+      piece.inputs = {k.inputs[i], wname};
+      if (i == 0) {
+        if (c.inputs.size() > 2) piece.inputs.push_back(c.inputs[2]);
+      } else {
+        piece.inputs.push_back("");
+        piece.inputs.push_back(prev);
+        cpu::set_post_ops(piece, {{PostKind::Sum, 0, 0}});
+      }
+      prev = i + 1 == parts.size() ? c.outputs[0] : fresh(c.outputs[0]);
+      piece.outputs = {prev};
+      added.push_back(std::move(piece));
+    }
+    g.initializers.erase(c.inputs[1]);  // by name: adding the parts may have rehashed the map
+    removed[ci] = true;
+    removed[pit->second] = true;
+    changed = true;
+  }
+  if (changed) {
+    drop_removed(g, removed);
+    for (auto& n : added) g.nodes.push_back(std::move(n));
+    g.topo_sort();
+  }
+  return changed;
+}
+
 bool fuse_conv_add(Graph& g, const TypeMap& types) {
   Uses u(g);
   std::vector<bool> removed(g.nodes.size(), false), touched(g.nodes.size(), false);
@@ -565,6 +658,7 @@ PassStats optimize(Graph& g) {
   if (!types.empty()) {
     for (int it = 0; it < 16; ++it) {
       bool c = fuse_matmul_bias(g, types);
+      c = split_concat_conv(g, types) || c;
       c = fuse_conv_add(g, types) || c;
       c = fuse_activation(g, types) || c;
       c = fuse_channel_shuffle(g) || c;

@@ -35,6 +35,13 @@ bool fuse_conv_add(Graph& g, const TypeMap& types);
 // Sigmoid, Tanh, Elu, HardSigmoid, HardSwish, HardSigmoid+Mul, x*Sigmoid(x), Gelu and its Erf expansion) -> post-op.
 bool fuse_activation(Graph& g, const TypeMap& types);
 
+// Conv(Concat(x_1..x_n, axis 1), W, B) -> Conv(x_1, W_1, B), then Conv(x_i, W_i) with a "sum" post-op onto the
+// previous result (W_i: W's input channels of x_i): the concatenation is never written. For U-Net decoders
+// (upsampled features and a skip connection into a spatial convolution), where it saves a copy of the
+// concatenation and its memory; only when the output has no more channels than the concatenation (the sums cost
+// less than the copy), the kernel is spatial, and every part has >= 16 channels.
+bool split_concat_conv(Graph& g, const TypeMap& types);
+
 // Reshape(X, S1) -> Transpose(perm [0, 2, 1, 3, 4]) -> Reshape(S2), intermediates used nowhere else ->
 // kiln:ChannelShuffle(X, S1, S2) (ShuffleNet's channel shuffle; see ops/reshape.cpp).
 bool fuse_channel_shuffle(Graph& g);
