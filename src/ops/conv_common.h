@@ -312,7 +312,7 @@ class ConvKernel : public Kernel {
         bool same = s.rank() == y.rank();
         for (int i = 0; same && i < s.rank(); ++i)
           same = !(s.dims[i].known() && y.dims[i].known() && s.dims[i].value != y.dims[i].value);
-        if (!same) fail(n.describe() + ": the summand (input 3) " + s.str() + " must have the output's shape " + y.str());
+        if (!same) summand_mismatch(n, s.str(), y.str());
       }
     }
     ctx.set_output(0, y);
@@ -372,7 +372,7 @@ class ConvKernel : public Kernel {
     if (y.shape() != want || y.dtype() != x.dtype())
       fail(n.describe() + ": output buffer " + shape_str(y.shape()) + " does not match the computed shape " + shape_str(want));
     if (sum && (sum->shape() != want || sum->dtype() != y.dtype()))
-      fail(n.describe() + ": the summand (input 3) " + shape_str(sum->shape()) + " does not match the output " + shape_str(want));
+      summand_mismatch(n, shape_str(sum->shape()), shape_str(want));
     if (!post_.empty() && y.dtype() != DType::Float32)
       unsupported(n.describe() + ": fused post-ops need float32, got " + dtype_name(y.dtype()));
     if (y.numel() == 0) return;
@@ -469,6 +469,16 @@ class ConvKernel : public Kernel {
   }
 
  private:
+  // A summand that does not fit the output. On a part of a Conv that read a Concat (passes::split_concat_conv), the
+  // error is the Concat's: its inputs differ in shape.
+  [[noreturn]] static void summand_mismatch(const Node& n, const std::string& s, const std::string& y) {
+    const std::string concat = n.attr_string("kiln.split_concat", "");
+    if (!concat.empty())
+      fail("node '" + concat + "' (Concat): its inputs do not match outside the concatenation axis (the convolution "
+           "reading it, computed per input as '" + n.name + "', got parts " + s + " and " + y + ")");
+    fail(n.describe() + ": the summand (input 3) " + s + " does not match the output " + y);
+  }
+
   // Transposed convolutions with kernel == stride (U-Net upsampling) are one matrix product (cpu::GemmDeconv).
   bool use_gemm(const cpu::ConvParams& p) const {
     return Transpose && !conv_force_reference() && !cpu::has_sum(post_) && cpu::GemmDeconv::applies(p);

@@ -516,6 +516,28 @@ TEST(Passes, SplitConcatConv) {
       EXPECT_EQ(sums, parts - 1);
     }
   }
+  // Inputs that cannot be concatenated (spatial sizes differ, dims symbolic so only a run finds out): the error
+  // names the Concat, as without the pass.
+  {
+    std::mt19937 rng(16);
+    G b;
+    for (const char* name : {"A", "C"})
+      b.g.inputs.push_back({name, TensorType{DType::Float32, true, {Dim::of(1), Dim::of(16), Dim::sym("h"), Dim::sym("w")}}});
+    std::string cat = b.node("Concat", {"A", "C"}, {{"axis", aint(1)}});
+    b.init("W", rnd({24, 32, 3, 3}, rng, -0.1f, 0.1f));
+    b.node("Conv", {cat, "W"}, {{"pads", aints({1, 1, 1, 1})}}, "Y");
+    b.output("Y");
+    Graph g = b.g;
+    passes::optimize(g);
+    ASSERT_EQ(count_op(g, "Concat"), 0);
+    std::string msg;
+    try {
+      run_graph(g, {rnd({1, 16, 5, 5}, rng), rnd({1, 16, 4, 4}, rng)});
+    } catch (const Error& e) {
+      msg = e.what();
+    }
+    EXPECT_NE(msg.find("node '" + cat.substr(0, cat.size() - 4) + "' (Concat): its inputs do not match"), std::string::npos) << msg;
+  }
   // Left alone: more output channels than the concatenation (the sums would cost more than the copy), a pointwise
   // kernel, and a concatenation read elsewhere too.
   for (int variant = 0; variant < 3; ++variant) {

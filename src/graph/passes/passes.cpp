@@ -411,6 +411,10 @@ bool split_concat_conv(Graph& g, const TypeMap& types) {
         piece.inputs.push_back("");
         piece.inputs.push_back(prev);
         cpu::set_post_ops(piece, {{PostKind::Sum, 0, 0}});
+        Attribute from;  // names the Concat in shape errors (its inputs meet only here now)
+        from.kind = Attribute::String;
+        from.s = k.name.empty() ? k.outputs[0] : k.name;
+        piece.attrs["kiln.split_concat"] = from;
       }
       prev = i + 1 == parts.size() ? c.outputs[0] : fresh(c.outputs[0]);
       piece.outputs = {prev};
