@@ -413,6 +413,14 @@ class ConvKernel : public Kernel {
       gemm_.run(p, x.data<float>(), b ? b->data<float>() : nullptr, y.data<float>(), x_cl, y_cl, post_);
       return;
     }
+    // A W released while GemmDeconv held it (a larger shape ran first): oneDNN gets it back, and keeps its own copy.
+    bool w_constant = w_constant_ && (wp == &w || wp == &w_staged);
+    if (w_freed && !dnnl_.holds_weights() && !conv_force_reference()) {
+      w_plain = Tensor(w.dtype(), w.shape());
+      unpack_held(p, w_plain.data<float>());
+      wp = &w_plain;
+      w_constant = true;
+    }
     if (x.dtype() == DType::Float32 && (!conv_force_reference() || w_freed)) {
       // The summand in Y's layout (oneDNN's sum post-op accumulates onto a copy of it in Y).
       Tensor s_conv;
@@ -423,10 +431,10 @@ class ConvKernel : public Kernel {
         sd = s_conv.data<float>();
       }
       if (dnnl_.run(p, x.data<float>(), wp->data<float>(), b ? b->data<float>() : nullptr, y.data<float>(),
-                    w_constant_ && (wp == &w || wp == &w_staged), x_cl, y_cl, post_, sd))
+                    w_constant, x_cl, y_cl, post_, sd))
         return;
     }
-    if (w_freed) {
+    if (w_freed && wp == &w) {
       w_plain = Tensor(w.dtype(), w.shape());
       unpack_held(p, w_plain.data<float>());
       wp = &w_plain;
@@ -481,7 +489,8 @@ class ConvKernel : public Kernel {
 
   // Transposed convolutions with kernel == stride (U-Net upsampling) are one matrix product (cpu::GemmDeconv).
   bool use_gemm(const cpu::ConvParams& p) const {
-    return Transpose && !conv_force_reference() && !cpu::has_sum(post_) && cpu::GemmDeconv::applies(p);
+    return Transpose && !conv_force_reference() && !cpu::has_sum(post_) && cpu::GemmDeconv::applies(p) &&
+           cpu::GemmDeconv::worth_it(p);
   }
   bool holds_weights() const { return dnnl_.holds_weights() || gemm_.holds_weights(); }
   // The released W, back in ONNX's layout, from whichever kernel holds it.

@@ -598,9 +598,10 @@ TEST(Conv, ChannelsLastInputsAndOutputs) {
   }
 }
 
-// Transposed convolutions with kernel == stride (U-Net upsampling) run as one matrix product (cpu::GemmDeconv):
-// every layout combination, bias and a fused activation, a batch of 2, and results split over several row blocks
-// with a tail (8 -> 64 channels at 2x2x2: 512 product columns, 256 rows per block, 990 cells per image).
+// Transposed convolutions with kernel == stride (U-Net upsampling) as one matrix product (cpu::GemmDeconv, which
+// the kernel takes for outputs of >= 4M elements): every layout combination, bias and a fused activation, a batch of
+// 2, and results split over several row blocks with a tail (8 -> 64 channels at 2x2x2: 512 product columns, 256
+// rows per block, 990 cells per image). The registered kernel (oneDNN at these sizes) is held to the same bound.
 TEST(Conv, KernelEqualsStrideTransposeIsOneProduct) {
   std::mt19937 rng(23);
   const std::vector<Case> gemm_cases = {
@@ -625,13 +626,19 @@ TEST(Conv, KernelEqualsStrideTransposeIsOneProduct) {
       if (leaky)  // the slope scales negative results and their error alike: the bound on |result| still holds
         for (int64_t i = 0; i < ref.numel(); ++i) ref.data<float>()[i] = ref.data<float>()[i] >= 0 ? ref.data<float>()[i] : 0.1f * ref.data<float>()[i];
       Tensor x_cl = to_layout(x, true);
+      cpu::GemmDeconv gd;
+      gd.pack(p, w.data<float>());
       for (int xi = 0; xi < 2; ++xi)
         for (int yi = 0; yi < 2; ++yi) {
+          const std::string what = c.name + (leaky ? " leaky" : "") + (xi ? " x:cl" : " x:plain") + (yi ? " y:cl" : " y:plain");
+          Tensor y(DType::Float32, ys);
+          gd.run(p, (xi ? x_cl : x).data<float>(), c.bias ? b.data<float>() : nullptr, y.data<float>(), xi, yi,
+                 cpu::post_ops_of(n));
+          check_close(p, yi ? to_layout(y, false) : y, ref, absref, what + " (GemmDeconv)");
           std::vector<const Tensor*> ins{xi ? &x_cl : &x, &w};
           if (c.bias) ins.push_back(&b);
-          Tensor y = run_layouts(n, ins, {xi ? Layout::ChannelsLast : Layout::Plain}, yi ? Layout::ChannelsLast : Layout::Plain);
-          check_close(p, yi ? to_layout(y, false) : y, ref, absref,
-                      c.name + (leaky ? " leaky" : "") + (xi ? " x:cl" : " x:plain") + (yi ? " y:cl" : " y:plain"));
+          Tensor yk = run_layouts(n, ins, {xi ? Layout::ChannelsLast : Layout::Plain}, yi ? Layout::ChannelsLast : Layout::Plain);
+          check_close(p, yi ? to_layout(yk, false) : yk, ref, absref, what + " (kernel)");
         }
     }
   // Not one product: padding, output padding, groups, a kernel larger than the stride, dilation.

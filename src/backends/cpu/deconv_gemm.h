@@ -16,6 +16,10 @@ class GemmDeconv {
   // True for the problems this class computes: transposed, one group, kernel == stride, no padding or dilation, and
   // the output exactly in * stride on every axis (no output_padding / larger output_shape).
   static bool applies(const ConvParams& p);
+  // Whether it pays here: oneDNN's sgemm generates its kernels on its first call in a process (~22 ms), more than
+  // small layers gain (unet3d_small's start-up 21 -> 40 ms), so only outputs of >= 4M elements (16 MiB) take it
+  // (unet3d's 128 MiB layer gains 70 ms per run, its 16 MiB one 19 ms).
+  static bool worth_it(const ConvParams& p) { return p.N * p.M * p.out_size() >= (int64_t(1) << 22); }
 
   // Copies W (ONNX layout [C, M, k...]) into the product's layout; kept until the next pack.
   void pack(const ConvParams& p, const float* w);
