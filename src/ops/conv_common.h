@@ -399,15 +399,18 @@ class ConvKernel : public Kernel {
                        dtype_size(w.dtype()), false);
       wp = &w_plain;
     }
+    // A released W, back in ONNX's layout from whichever kernel holds it, for a kernel that does not.
+    auto take_back_held = [&] {
+      w_plain = Tensor(w.dtype(), w.shape());
+      if (gemm_.holds_weights()) gemm_.unpack(p, w_plain.data<float>());
+      else dnnl_.unpack_weights(p, w_plain.data<float>());
+      wp = &w_plain;
+    };
     const int64_t S = y.numel() / (p.N * p.M);
     if (x.dtype() == DType::Float32 && use_gemm(p)) {
       // A constant W is packed once (prepare or the first run); one fed at run time, every run.
       if (!gemm_.holds_weights() || !w_constant_) {
-        if (w_freed) {
-          w_plain = Tensor(w.dtype(), w.shape());
-          unpack_held(p, w_plain.data<float>());
-          wp = &w_plain;
-        }
+        if (w_freed) take_back_held();
         gemm_.pack(p, wp->data<float>());
       }
       gemm_.run(p, x.data<float>(), b ? b->data<float>() : nullptr, y.data<float>(), x_cl, y_cl, post_);
@@ -416,9 +419,7 @@ class ConvKernel : public Kernel {
     // A W released while GemmDeconv held it (a larger shape ran first): oneDNN gets it back, and keeps its own copy.
     bool w_constant = w_constant_ && (wp == &w || wp == &w_staged);
     if (w_freed && !dnnl_.holds_weights() && !conv_force_reference()) {
-      w_plain = Tensor(w.dtype(), w.shape());
-      unpack_held(p, w_plain.data<float>());
-      wp = &w_plain;
+      take_back_held();
       w_constant = true;
     }
     if (x.dtype() == DType::Float32 && (!conv_force_reference() || w_freed)) {
@@ -434,11 +435,7 @@ class ConvKernel : public Kernel {
                     w_constant, x_cl, y_cl, post_, sd))
         return;
     }
-    if (w_freed && wp == &w) {
-      w_plain = Tensor(w.dtype(), w.shape());
-      unpack_held(p, w_plain.data<float>());
-      wp = &w_plain;
-    }
+    if (w_freed && wp == &w) take_back_held();
     // The plan may have put Y in the summand's buffer (inplace_input): keep the summand before Y is written.
     Tensor sum_kept;
     if (sum && sum->raw() == y.raw()) {
@@ -493,11 +490,6 @@ class ConvKernel : public Kernel {
            cpu::GemmDeconv::worth_it(p);
   }
   bool holds_weights() const { return dnnl_.holds_weights() || gemm_.holds_weights(); }
-  // The released W, back in ONNX's layout, from whichever kernel holds it.
-  void unpack_held(const cpu::ConvParams& p, float* w) const {
-    if (gemm_.holds_weights()) gemm_.unpack(p, w);
-    else dnnl_.unpack_weights(p, w);
-  }
 
   ConvAttrs a_;
   cpu::DnnlConv dnnl_;

@@ -257,7 +257,8 @@ class InstanceNormK : public Kernel {
 // mean and sum of squared deviations from it in float, merged into the thread's running count / mean / sum of
 // squares in double (Chan et al.'s pairwise update), then the threads' partials merged in thread order
 // (deterministic for a given thread count). The float sums are of x minus the block's first row, and the squares of
-// deviations from the block's own mean, so the data's offset costs no digits. Then y = post(x * a + b) per channel, a block of rows at a time.
+// deviations from the block's own mean, so the data's offset costs no digits. Then y = post(x * a + b) per channel,
+// a block of rows at a time.
 void instance_norm_channels_last(const float* x, float* y, int64_t N, int64_t C, int64_t S, float eps,
                                  const std::vector<float>& scale, const std::vector<float>& bias,
                                  const std::vector<cpu::PostOp>& post) {

@@ -112,6 +112,25 @@ double check_close(const cpu::ConvParams& p, const Tensor& y, const Tensor& ref,
   return worst_ratio;
 }
 
+// Y's shape for p: [N, M, out...] over the problem's own spatial axes.
+Shape out_shape(const cpu::ConvParams& p) {
+  Shape ys{p.N, p.M};
+  for (int i = 3 - p.nsp; i < 3; ++i) ys.push_back(p.out[i]);
+  return ys;
+}
+
+// The reference result, and the same computed on |x|, |w|, |b| (the scale check_close bounds the error by).
+struct Reference {
+  Tensor ref, absref;
+};
+Reference reference(const cpu::ConvParams& p, const Tensor& x, const Tensor& w, const Tensor* b) {
+  Reference r{Tensor(DType::Float32, out_shape(p)), Tensor(DType::Float32, out_shape(p))};
+  cpu::conv_reference(p, x, w, b, r.ref);
+  Tensor ax = abs_of(x), aw = abs_of(w), ab = b ? abs_of(*b) : Tensor();
+  cpu::conv_reference(p, ax, aw, b ? &ab : nullptr, r.absref);
+  return r;
+}
+
 }  // namespace
 
 TEST(Conv, OneDnnMatchesReferenceOnConfigurationMatrix) {
@@ -121,17 +140,13 @@ TEST(Conv, OneDnnMatchesReferenceOnConfigurationMatrix) {
     ConvAttrs a(n, c.transpose);
     cpu::ConvParams p = conv_params(n, a, c.x, c.w);
     Tensor x = random_tensor(c.x, rng), w = random_tensor(c.w, rng), b = random_tensor({p.M}, rng);
-    Shape ys{p.N, p.M};
-    for (int i = 3 - p.nsp; i < 3; ++i) ys.push_back(p.out[i]);
+    const Shape ys = out_shape(p);
     // Shape inference gives the same output shape as the geometry the kernels use.
     TensorType yt = conv_infer(n, a, TensorType::of(DType::Float32, c.x), TensorType::of(DType::Float32, c.w), nullptr);
     ASSERT_TRUE(yt.fully_known()) << c.name;
     ASSERT_EQ(yt.concrete(), ys) << c.name;
 
-    Tensor ref(DType::Float32, ys), absref(DType::Float32, ys);
-    cpu::conv_reference(p, x, w, c.bias ? &b : nullptr, ref);
-    Tensor ax = abs_of(x), aw = abs_of(w), ab = abs_of(b);
-    cpu::conv_reference(p, ax, aw, c.bias ? &ab : nullptr, absref);
+    const auto [ref, absref] = reference(p, x, w, c.bias ? &b : nullptr);
     for (auto layout : {cpu::ConvLayout::Plain, cpu::ConvLayout::Blocked}) {
       const char* lname = layout == cpu::ConvLayout::Plain ? "plain" : "blocked";
       cpu::DnnlConv dc(layout);
@@ -257,11 +272,8 @@ TEST(Conv, WinogradFromTheSecondCall) {
   cpu::DnnlConv dc;
   auto check = [&](const Tensor& x, bool weights_given, bool want_winograd, const std::string& what) {
     cpu::ConvParams p = conv_params(n, a, x.shape(), ws);
-    Shape ys{x.dim(0), 64, x.dim(2), x.dim(3)};
-    Tensor ref(DType::Float32, ys), absref(DType::Float32, ys), y(DType::Float32, ys);
-    cpu::conv_reference(p, x, w, &b, ref);
-    Tensor ax = abs_of(x), aw = abs_of(w), ab = abs_of(b);
-    cpu::conv_reference(p, ax, aw, &ab, absref);
+    const auto [ref, absref] = reference(p, x, w, &b);
+    Tensor y(DType::Float32, out_shape(p));
     EXPECT_TRUE(dc.run(p, x.data<float>(), weights_given ? w.data<float>() : nullptr, b.data<float>(), y.data<float>(), true))
         << what;
     EXPECT_EQ(dc.last_winograd(), want_winograd) << what;
@@ -466,9 +478,7 @@ BenchResult bench(const std::string& name, bool transpose, const Shape& xs, cons
   ConvAttrs a(n, transpose);
   cpu::ConvParams p = conv_params(n, a, xs, ws);
   Tensor x = random_tensor(xs, rng), w = random_tensor(ws, rng), b = random_tensor({p.M}, rng);
-  Shape ys{p.N, p.M};
-  for (int i = 3 - p.nsp; i < 3; ++i) ys.push_back(p.out[i]);
-  Tensor y(DType::Float32, ys);
+  Tensor y(DType::Float32, out_shape(p));
   cpu::DnnlConv plain(cpu::ConvLayout::Plain), blocked(cpu::ConvLayout::Blocked);
   auto tp = time_ms([&] { plain.run(p, x.data<float>(), w.data<float>(), b.data<float>(), y.data<float>(), true); }, reps);
   auto tb = time_ms([&] { blocked.run(p, x.data<float>(), w.data<float>(), b.data<float>(), y.data<float>(), true); }, reps);
@@ -574,12 +584,7 @@ TEST(Conv, ChannelsLastInputsAndOutputs) {
     ConvAttrs a(n, c.transpose);
     cpu::ConvParams p = conv_params(n, a, c.x, c.w);
     Tensor x = random_tensor(c.x, rng), w = random_tensor(c.w, rng), b = random_tensor({p.M}, rng);
-    Shape ys{p.N, p.M};
-    for (int i = 3 - p.nsp; i < 3; ++i) ys.push_back(p.out[i]);
-    Tensor ref(DType::Float32, ys), absref(DType::Float32, ys);
-    cpu::conv_reference(p, x, w, c.bias ? &b : nullptr, ref);
-    Tensor ax = abs_of(x), aw = abs_of(w), ab = abs_of(b);
-    cpu::conv_reference(p, ax, aw, c.bias ? &ab : nullptr, absref);
+    const auto [ref, absref] = reference(p, x, w, c.bias ? &b : nullptr);
     Tensor x_cl = to_layout(x, true);
     for (int xi = 0; xi < 2; ++xi)
       for (int yi = 0; yi < 2; ++yi) {
@@ -617,12 +622,8 @@ TEST(Conv, KernelEqualsStrideTransposeIsOneProduct) {
       cpu::ConvParams p = conv_params(n, a, c.x, c.w);
       ASSERT_TRUE(cpu::GemmDeconv::applies(p)) << c.name;
       Tensor x = random_tensor(c.x, rng), w = random_tensor(c.w, rng), b = random_tensor({p.M}, rng);
-      Shape ys{p.N, p.M};
-      for (int i = 3 - p.nsp; i < 3; ++i) ys.push_back(p.out[i]);
-      Tensor ref(DType::Float32, ys), absref(DType::Float32, ys);
-      cpu::conv_reference(p, x, w, c.bias ? &b : nullptr, ref);
-      Tensor ax = abs_of(x), aw = abs_of(w), ab = abs_of(b);
-      cpu::conv_reference(p, ax, aw, c.bias ? &ab : nullptr, absref);
+      const Shape ys = out_shape(p);
+      auto [ref, absref] = reference(p, x, w, c.bias ? &b : nullptr);
       if (leaky)  // the slope scales negative results and their error alike: the bound on |result| still holds
         for (int64_t i = 0; i < ref.numel(); ++i) ref.data<float>()[i] = ref.data<float>()[i] >= 0 ? ref.data<float>()[i] : 0.1f * ref.data<float>()[i];
       Tensor x_cl = to_layout(x, true);
@@ -671,10 +672,7 @@ TEST(Conv, FusedSumAndActivationInEveryLayout) {
     Shape ys = xs;
     ys[1] = p.M;
     Tensor s = random_tensor(ys, rng);
-    Tensor ref(DType::Float32, ys), absref(DType::Float32, ys);
-    cpu::conv_reference(p, x, w, &b, ref);
-    Tensor ax = abs_of(x), aw = abs_of(w), ab = abs_of(b);
-    cpu::conv_reference(p, ax, aw, &ab, absref);
+    auto [ref, absref] = reference(p, x, w, &b);
     for (int64_t i = 0; i < ref.numel(); ++i) {
       double v = (double)ref.data<float>()[i] + s.data<float>()[i];
       ref.data<float>()[i] = (float)(v >= 0 ? v : 0.1 * v);
@@ -724,9 +722,7 @@ std::pair<double, double> bench_cl(const std::string& name, bool transpose, cons
   ConvAttrs a(n, transpose);
   cpu::ConvParams p = conv_params(n, a, xs, ws);
   Tensor x = random_tensor(xs, rng), w = random_tensor(ws, rng), b = random_tensor({p.M}, rng);
-  Shape ys{p.N, p.M};
-  for (int i = 3 - p.nsp; i < 3; ++i) ys.push_back(p.out[i]);
-  Tensor y(DType::Float32, ys);
+  Tensor y(DType::Float32, out_shape(p));
   cpu::DnnlConv plain, cl;
   auto tp = time_ms([&] { plain.run(p, x.data<float>(), w.data<float>(), b.data<float>(), y.data<float>(), true); }, reps);
   auto tc = time_ms([&] { cl.run(p, x.data<float>(), w.data<float>(), b.data<float>(), y.data<float>(), true, true, true); }, reps);

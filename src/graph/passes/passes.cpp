@@ -368,14 +368,15 @@ bool split_concat_conv(Graph& g, const TypeMap& types) {
     int64_t axis = k.attr_int("axis", 0);
     if (axis < 0) axis += xt.rank();
     if (axis != 1) continue;
-    std::vector<int64_t> parts;
+    std::vector<int64_t> parts;  // channels of each Concat input
     int64_t total = 0;
     for (const std::string& in : k.inputs) {
       auto it = types.find(in);
       if (in.empty() || it == types.end() || !it->second.has_shape || it->second.dtype != DType::Float32 ||
-          it->second.rank() != xt.rank() || !it->second.dims[1].known() || it->second.dims[1].value < 16)
-        parts.clear(), total = -1;
-      if (total < 0) break;
+          it->second.rank() != xt.rank() || !it->second.dims[1].known() || it->second.dims[1].value < 16) {
+        total = -1;
+        break;
+      }
       parts.push_back(it->second.dims[1].value);
       total += parts.back();
     }
