@@ -24,6 +24,9 @@ std::string shape_str(const Shape& s);  // "[1, 3, 224, 224]"
 // Zeroed, 64-byte aligned storage (what tensors use): large buffers are mapped directly, so freeing them returns the
 // memory to the system at once. Throws kiln::Error when out of memory.
 std::shared_ptr<void> allocate_buffer(size_t bytes);
+// Maps every page of a buffer from allocate_buffer now, split over `threads` threads, instead of one page fault at a
+// time when it is first written (a no-op for small buffers and where the system cannot do it).
+void prefault_buffer(void* p, size_t bytes, int threads);
 
 class Tensor {
  public:

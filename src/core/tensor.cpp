@@ -2,6 +2,11 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
+#include <system_error>
+#include <thread>
+#include <vector>
+
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
@@ -78,6 +83,24 @@ std::shared_ptr<void> allocate_buffer(size_t bytes) {
   if (!p) throw Error(ErrorCode::RuntimeError, "out of memory allocating " + std::to_string(bytes) + " bytes");
   std::memset(p, 0, n);
   return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+}
+
+void prefault_buffer(void* p, size_t bytes, int threads) {
+  // Only mapped buffers (malloc'ed ones were zeroed, so touched, already), page-aligned pieces of at least 1 MiB each.
+  constexpr size_t kPage = 4096;
+  if (bytes < kMapBytes || !p) return;
+  const size_t per = std::max<size_t>(1 << 20, (bytes / std::max(1, threads) + kPage - 1) / kPage * kPage);
+  auto populate = [p, bytes](size_t begin, size_t end) {
+    ::madvise(static_cast<uint8_t*>(p) + begin, std::min(end, bytes) - begin, MADV_POPULATE_WRITE);
+  };
+  std::vector<std::thread> helpers;
+  try {
+    for (size_t b = per; b < bytes; b += per) helpers.emplace_back(populate, b, b + per);
+  } catch (const std::system_error&) {
+    // no thread to spare: the pieces not started fault in on first use
+  }
+  populate(0, per);
+  for (auto& h : helpers) h.join();
 }
 
 Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape)) {

@@ -423,7 +423,11 @@ std::vector<Tensor> Plan::run(const std::vector<const Tensor*>& inputs) {
     last_layout_stats_ = {(int)sp.steps.size() - sp.conversions, cl, sp.conversions};
   }
   const size_t nv = sp.types.size();
+  const size_t had = arena_->capacity();
   uint8_t* arena = sp.arena_bytes ? arena_->get(sp.arena_bytes) : nullptr;
+  // A new arena is mapped in at once, on every thread: faulting its pages in one by one as the first run writes them
+  // cost unet3d's first run (384 MiB) 100-200 ms more, the convolutions' threads contending in the page-fault path.
+  if (arena && arena_->capacity() != had) prefault_buffer(arena, arena_->capacity(), threads_);
   if (!sp.prepared) {
     sp.prepared = true;
     prepare_kernels(sp, inputs, arena);
