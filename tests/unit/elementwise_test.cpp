@@ -239,10 +239,13 @@ TEST(EwBroadcast, FastBinaryMatchesReference) {
   std::normal_distribution<float> nd;
   std::vector<std::pair<Shape, Shape>> cases = {
       {{2, 64, 32, 32}, {1, 64, 1, 1}}, {{2, 64, 32, 32}, {2, 64, 32, 32}}, {{4, 128, 256}, {256}},
-      {{4, 128, 256}, {}}, {{1}, {3, 70000}}, {{300, 1, 200}, {1, 150, 1}}, {{5, 7}, {7}}};
+      {{4, 128, 256}, {}}, {{1}, {3, 70000}}, {{300, 1, 200}, {1, 150, 1}}, {{5, 7}, {7}},
+      // Short rows, whole rows per thread, the offsets stepped across outer dims (channels-last SE scale: x * s).
+      {{8, 56, 56, 24}, {8, 1, 1, 24}}, {{3, 5, 70, 33}, {3, 1, 70, 1}}, {{7, 1, 9, 11, 60}, {1, 13, 9, 1, 60}}};
   int saved = omp_get_max_threads();
-  omp_set_num_threads(2);
+  for (int threads : {2, 3})
   for (auto& [as, bs] : cases) {
+    omp_set_num_threads(threads);
     Shape out = broadcast_shapes(Node{}, {as, bs});
     std::vector<float> a(shape_numel(as)), b(shape_numel(bs)), y1(shape_numel(out)), y2(shape_numel(out));
     for (auto& v : a) v = nd(rng);

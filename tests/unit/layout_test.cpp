@@ -145,21 +145,25 @@ TEST(Layout, ChannelsLastGlobalPoolingMatchesPlain) {
   add_node(g, "GlobalAveragePool", {"c"}, {"avg"});
   add_node(g, "GlobalMaxPool", {"c"}, {"max"});
   const std::string model = m.SerializeAsString();
-  Tensor x(DType::Float32, {2, 8, 61, 59});
-  std::normal_distribution<float> nd;
-  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = nd(rng) + 0.5f;
-  RunStats plain_stats, cl_stats;
-  auto want = run_with(model, x, true, &plain_stats);
-  auto got = run_with(model, x, false, &cl_stats);
-  EXPECT_GT(cl_stats.channels_last_steps, 0);
-  ASSERT_EQ(got.size(), 2u);
-  for (size_t o = 0; o < 2; ++o) {
-    ASSERT_EQ(got[o].shape(), (Shape{2, 40, 1, 1}));
-    for (int64_t i = 0; i < got[o].numel(); ++i) {
-      // Max is exact; the average differs only in summation order (float partial sums over 64 positions):
-      // relative 1e-6 of values O(1) over 3599 positions.
-      const double tol = o == 0 ? 1e-6 * std::max(1.0, (double)std::fabs(want[o].data<float>()[i])) : 0;
-      EXPECT_NEAR(got[o].data<float>()[i], want[o].data<float>()[i], tol) << "output " << o << " element " << i;
+  // One large image (its positions split between the threads) and a batch of small ones (whole images shared out).
+  for (const Shape& xs : {Shape{2, 8, 61, 59}, Shape{8, 8, 20, 20}}) {
+    SCOPED_TRACE(shape_str(xs));
+    Tensor x(DType::Float32, xs);
+    std::normal_distribution<float> nd;
+    for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = nd(rng) + 0.5f;
+    RunStats plain_stats, cl_stats;
+    auto want = run_with(model, x, true, &plain_stats);
+    auto got = run_with(model, x, false, &cl_stats);
+    EXPECT_GT(cl_stats.channels_last_steps, 0);
+    ASSERT_EQ(got.size(), 2u);
+    for (size_t o = 0; o < 2; ++o) {
+      ASSERT_EQ(got[o].shape(), (Shape{xs[0], 40, 1, 1}));
+      for (int64_t i = 0; i < got[o].numel(); ++i) {
+        // Max is exact; the average differs only in summation order (float partial sums over 64 positions):
+        // relative 1e-6 of values O(1) over 3599 positions.
+        const double tol = o == 0 ? 1e-6 * std::max(1.0, (double)std::fabs(want[o].data<float>()[i])) : 0;
+        EXPECT_NEAR(got[o].data<float>()[i], want[o].data<float>()[i], tol) << "output " << o << " element " << i;
+      }
     }
   }
 }

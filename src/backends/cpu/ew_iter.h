@@ -107,6 +107,34 @@ inline BroadcastPlan make_broadcast_plan(const Shape& out, const std::vector<Sha
   return p;
 }
 
+// Calls g(r, in_offsets) for rows r0 <= r < r1 in order, stepping the offsets from one row to the next like an
+// odometer (row_offsets' divisions only once, for r0: with short rows they cost as much as the row's own work).
+template <class G>
+void walk_rows(const BroadcastPlan& p, int64_t r0, int64_t r1, G&& g) {
+  if (r0 >= r1) return;
+  const int nd = (int)p.outer_dims.size();
+  std::vector<int64_t> idx((size_t)nd);
+  for (int64_t d = nd - 1, r = r0; d >= 0; --d) {
+    idx[(size_t)d] = r % p.outer_dims[(size_t)d];
+    r /= p.outer_dims[(size_t)d];
+  }
+  int64_t off[kMaxInputs];
+  p.row_offsets(r0, off);
+  for (int64_t r = r0;;) {
+    g(r, off);
+    if (++r == r1) return;
+    for (int d = nd - 1; d >= 0; --d) {  // carry into the outer dims
+      const auto& st = p.outer_strides[(size_t)d];
+      if (++idx[(size_t)d] < p.outer_dims[(size_t)d]) {
+        for (int j = 0; j < p.nin; ++j) off[j] += st[(size_t)j];
+        break;
+      }
+      idx[(size_t)d] = 0;
+      for (int j = 0; j < p.nin; ++j) off[j] -= (p.outer_dims[(size_t)d] - 1) * st[(size_t)j];
+    }
+  }
+}
+
 // Calls f(out_offset, in_offsets, n) for pieces of rows covering the output, in parallel when large.
 // in_offsets[j] is input j's element offset for output element out_offset; along the piece input j
 // advances by plan.inner_stride[j].
@@ -114,17 +142,23 @@ template <class F>
 void for_each_row(const BroadcastPlan& p, F&& f) {
   int64_t total = p.rows * p.inner;
   if (total == 0) return;
+  auto whole_rows = [&](int64_t r0, int64_t r1) {
+    walk_rows(p, r0, r1, [&](int64_t r, const int64_t* off) { f(r * p.inner, off, p.inner); });
+  };
   if (total < kParallelMin || omp_get_max_threads() == 1) {
-    int64_t off[kMaxInputs];
-    for (int64_t r = 0; r < p.rows; ++r) {
-      p.row_offsets(r, off);
-      f(r * p.inner, off, p.inner);
+    whole_rows(0, p.rows);
+    return;
+  }
+  if (p.rows >= 64) {  // whole rows, one contiguous range of them per thread
+#pragma omp parallel
+    {
+      const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+      whole_rows(p.rows * t / nt, p.rows * (t + 1) / nt);
     }
     return;
   }
-  // Split long rows so that there are enough pieces to balance threads.
-  int64_t per_row = 1;
-  if (p.rows < 64) per_row = std::max<int64_t>(1, std::min<int64_t>(p.inner / 4096, (64 + p.rows - 1) / p.rows));
+  // Few rows: split the long ones so that there are enough pieces to balance threads.
+  int64_t per_row = std::max<int64_t>(1, std::min<int64_t>(p.inner / 4096, (64 + p.rows - 1) / p.rows));
   int64_t piece = (p.inner + per_row - 1) / per_row;
   piece = (piece + 15) / 16 * 16;
   per_row = (p.inner + piece - 1) / piece;
