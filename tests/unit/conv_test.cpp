@@ -263,6 +263,23 @@ TEST(Conv, Float64AndFloat16UseTheReference) {
 // for direct summation. Winograd's transforms (F(2,3) / F(4,3)) add and rescale partial sums, which can amplify
 // rounding, but here its worst error is 0.01-0.02 of that bound (direct convolution's: 0.03), so the same bound
 // applies with a wide margin; a wrong tap or pad exceeds it by orders of magnitude (NegativeControl).
+// Which 3x3 problems switch to Winograd: wide layers (more than 2^17 input x output channels, whose transformed
+// weights are 4x their size) only from 4096 output positions on (fcn_resnet50's 2048->512 head at batch 8, not 1).
+TEST(Conv, WinogradCandidates) {
+  Node n = make_node("Conv", {{"pads", ints({1, 1, 1, 1})}});
+  ConvAttrs a(n, false);
+  auto wino = [&](const Shape& x, const Shape& w) { return cpu::DnnlConv::winograd_candidate(conv_params(n, a, x, w)); };
+  EXPECT_TRUE(wino({1, 256, 28, 28}, {256, 256, 3, 3}));
+  EXPECT_FALSE(wino({1, 2048, 28, 28}, {512, 2048, 3, 3}));   // 784 positions
+  EXPECT_TRUE(wino({8, 2048, 28, 28}, {512, 2048, 3, 3}));    // 6272
+  EXPECT_FALSE(wino({5, 2048, 28, 28}, {512, 2048, 3, 3}));   // 3920
+  EXPECT_TRUE(wino({1, 512, 64, 64}, {512, 512, 3, 3}));      // 4096
+  EXPECT_FALSE(wino({8, 16, 56, 56}, {64, 16, 3, 3}));        // too few input channels
+  EXPECT_FALSE(wino({1, 128, 7, 7}, {128, 128, 3, 3}));       // too few positions
+  Node dil = make_node("Conv", {{"pads", ints({2, 2, 2, 2})}, {"dilations", ints({2, 2})}});
+  EXPECT_FALSE(cpu::DnnlConv::winograd_candidate(conv_params(dil, ConvAttrs(dil, false), {8, 256, 28, 28}, {256, 256, 3, 3})));
+}
+
 TEST(Conv, WinogradFromTheSecondCall) {
   std::mt19937 rng(31);
   Node n = make_node("Conv", {{"pads", ints({1, 1, 1, 1})}}, true);

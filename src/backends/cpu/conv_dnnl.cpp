@@ -67,28 +67,6 @@ bool own_post_ops(ConvLayout layout, const std::vector<PostOp>& post, bool src_c
 // Channels-last tag for a rank (nwc / nhwc / ndhwc).
 tag cl_tag(int rank) { return rank == 3 ? tag::nwc : rank == 4 ? tag::nhwc : tag::ndhwc; }
 
-// Winograd F(m, 3) (oneDNN's jit_wino kernels, 2D, AVX-512) instead of direct convolution: about half the
-// multiplications for 3x3 stride-1 layers. Measured on this host with 2 threads, activations handed over as nhwc
-// (the reorders to and from the kernel's nChw16c included), direct / Winograd time:
-//   wins:  64->64 at 56x56 1.45 (b1) 1.64 (b8); 128->128 at 28x28 1.73 / 2.11; 256->256 at 14x14 1.49 / 1.74;
-//          96->128 at 28x28 1.53 / 2.19; 32->128 at 27x27 1.37 / 1.36; 2048->512 at 28x28 2.28 / 2.75
-//   loses: fewer than 32 input channels (16->64 at 55x55 b8 0.78, 24->64 at 28x28 0.69 / 0.87, 3->64 0.1-0.2);
-//          32 output channels (128->32 at 7x7 0.45 / 0.70, at 14x14 0.91 / 0.98); 7x7 maps at batch 1 (192->384
-//          0.89, 512->512 0.97).
-// Its weights are transformed into tiles 1.8x (F(2,3)) to 4x (F(4,3)) their size, and the direct layout's copy is kept
-// besides (to derive other shapes' layouts), so layers with more than 2^17 input x output channels stay direct: fcn_resnet50's
-// 2048->512 head would have run 17-23% faster, but its 151 MiB of F(4,3) weights took the process's peak RSS from
-// 193 to 501 MiB at batch 1 (ONNX Runtime: 498). The transform is slow (oneDNN's wino_reorder, one thread: 12 ms for
-// 256->256, 241 ms for 2048->512), one more reason it waits for the second call (see DnnlConv::run).
-// Error: within the bound Conv.WinogradFromTheSecondCall holds direct convolution to; the real-model parity
-// (scripts/zoo.sh, which checks a second run too) is unchanged. KILN_CONV_WINOGRAD=0 turns it off.
-bool winograd_candidate(const ConvParams& p) {
-  static const bool enabled = [] { const char* v = std::getenv("KILN_CONV_WINOGRAD"); return !(v && !std::strcmp(v, "0")); }();
-  if (!enabled || p.transpose || p.nsp != 2 || p.G != 1) return false;
-  for (int i = 1; i < 3; ++i)
-    if (p.k[i] != 3 || p.stride[i] != 1 || p.dil[i] != 1) return false;
-  return p.C >= 32 && p.M >= 64 && p.N * p.out_size() >= 196 && p.C * p.M <= (int64_t(1) << 17);
-}
 
 }  // namespace
 
@@ -210,6 +188,32 @@ ConvLayout DnnlConv::choose_layout(const ConvParams& p) {
   bool pointwise = !p.transpose;
   for (int i = 0; i < 3; ++i) pointwise = pointwise && p.k[i] == 1 && p.pad_l[i] == 0 && p.pad_r[i] == 0;
   return pointwise ? ConvLayout::Plain : ConvLayout::Blocked;
+}
+
+// Winograd F(m, 3) (oneDNN's jit_wino kernels, 2D, AVX-512) instead of direct convolution: about half the
+// multiplications for 3x3 stride-1 layers. Measured on this host with 2 threads, activations handed over as nhwc
+// (the reorders to and from the kernel's nChw16c included), direct / Winograd time:
+//   wins:  64->64 at 56x56 1.45 (b1) 1.64 (b8); 128->128 at 28x28 1.73 / 2.11; 256->256 at 14x14 1.49 / 1.74;
+//          96->128 at 28x28 1.53 / 2.19; 32->128 at 27x27 1.37 / 1.36; 2048->512 at 28x28 2.28 / 2.75
+//   loses: fewer than 32 input channels (16->64 at 55x55 b8 0.78, 24->64 at 28x28 0.69 / 0.87, 3->64 0.1-0.2);
+//          32 output channels (128->32 at 7x7 0.45 / 0.70, at 14x14 0.91 / 0.98); 7x7 maps at batch 1 (192->384
+//          0.89, 512->512 0.97).
+// Its weights are transformed into tiles 1.8x (F(2,3)) to 4x (F(4,3)) their size, and the direct layout's copy is kept
+// besides (to derive other shapes' layouts), so layers with more than 2^17 input x output channels stay direct for
+// small problems: fcn_resnet50's 2048->512 head would have run 17-23% faster at batch 1, but its 151 MiB of F(4,3)
+// weights took the process's peak RSS from 193 to 501 MiB (ONNX Runtime: 498). From 4096 output positions on (that
+// head at batch >= 6) the gain is worth the memory: at batch 8 the head ran 400 -> 134 ms (the model 1247 -> 995 ms)
+// for 300 MiB more peak RSS (300 -> 664 MiB with Winograd off / on everywhere; ONNX Runtime: 645). The transform is slow (oneDNN's wino_reorder, one thread: 12 ms for
+// 256->256, 241 ms for 2048->512), one more reason it waits for the second call (see DnnlConv::run).
+// Error: within the bound Conv.WinogradFromTheSecondCall holds direct convolution to; the real-model parity
+// (scripts/zoo.sh, which checks a second run too) is unchanged. KILN_CONV_WINOGRAD=0 turns it off.
+bool DnnlConv::winograd_candidate(const ConvParams& p) {
+  static const bool enabled = [] { const char* v = std::getenv("KILN_CONV_WINOGRAD"); return !(v && !std::strcmp(v, "0")); }();
+  if (!enabled || p.transpose || p.nsp != 2 || p.G != 1) return false;
+  for (int i = 1; i < 3; ++i)
+    if (p.k[i] != 3 || p.stride[i] != 1 || p.dil[i] != 1) return false;
+  return p.C >= 32 && p.M >= 64 && p.N * p.out_size() >= 196 &&
+         (p.C * p.M <= (int64_t(1) << 17) || p.N * p.out_size() >= 4096);
 }
 
 bool DnnlConv::setup(const ConvParams& p, const float* w, bool has_bias, bool weights_constant, bool src_cl, bool dst_cl,

@@ -57,6 +57,9 @@ class DnnlConv {
   bool last_winograd() const { return last_winograd_; }
   size_t cached_entries() const;
   static ConvLayout choose_layout(const ConvParams& p);
+  // Whether a problem switches to a Winograd primitive from its second call on (with constant weights, blocked
+  // layout; see the measurements in conv_dnnl.cpp).
+  static bool winograd_candidate(const ConvParams& p);
 
   struct Entry;
 
