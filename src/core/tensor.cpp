@@ -1,6 +1,7 @@
 #include "kiln/tensor.h"
 
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <system_error>
@@ -87,8 +88,8 @@ std::shared_ptr<void> allocate_buffer(size_t bytes) {
 
 void prefault_buffer(void* p, size_t bytes, int threads) {
   // Only mapped buffers (malloc'ed ones were zeroed, so touched, already), page-aligned pieces of at least 1 MiB each.
-  constexpr size_t kPage = 4096;
   if (bytes < kMapBytes || !p) return;
+  static const size_t kPage = (size_t)::sysconf(_SC_PAGESIZE);
   const size_t per = std::max<size_t>(1 << 20, (bytes / std::max(1, threads) + kPage - 1) / kPage * kPage);
   auto populate = [p, bytes](size_t begin, size_t end) {
     ::madvise(static_cast<uint8_t*>(p) + begin, std::min(end, bytes) - begin, MADV_POPULATE_WRITE);

@@ -243,17 +243,18 @@ TEST(EwBroadcast, FastBinaryMatchesReference) {
       // Short rows, whole rows per thread, the offsets stepped across outer dims (channels-last SE scale: x * s).
       {{8, 56, 56, 24}, {8, 1, 1, 24}}, {{3, 5, 70, 33}, {3, 1, 70, 1}}, {{7, 1, 9, 11, 60}, {1, 13, 9, 1, 60}}};
   int saved = omp_get_max_threads();
-  for (int threads : {2, 3})
-  for (auto& [as, bs] : cases) {
+  for (int threads : {2, 3}) {
     omp_set_num_threads(threads);
-    Shape out = broadcast_shapes(Node{}, {as, bs});
-    std::vector<float> a(shape_numel(as)), b(shape_numel(bs)), y1(shape_numel(out)), y2(shape_numel(out));
-    for (auto& v : a) v = nd(rng);
-    for (auto& v : b) v = nd(rng);
-    auto op = [](float u, float v) { return u * v - u; };
-    ew::binary_broadcast(a.data(), as, b.data(), bs, y1.data(), out, op);
-    ew::binary_reference(a.data(), as, b.data(), bs, y2.data(), out, op);
-    EXPECT_EQ(y1, y2) << shape_str(as) << " x " << shape_str(bs);
+    for (auto& [as, bs] : cases) {
+      Shape out = broadcast_shapes(Node{}, {as, bs});
+      std::vector<float> a(shape_numel(as)), b(shape_numel(bs)), y1(shape_numel(out)), y2(shape_numel(out));
+      for (auto& v : a) v = nd(rng);
+      for (auto& v : b) v = nd(rng);
+      auto op = [](float u, float v) { return u * v - u; };
+      ew::binary_broadcast(a.data(), as, b.data(), bs, y1.data(), out, op);
+      ew::binary_reference(a.data(), as, b.data(), bs, y2.data(), out, op);
+      EXPECT_EQ(y1, y2) << shape_str(as) << " x " << shape_str(bs);
+    }
   }
   omp_set_num_threads(saved);
 }

@@ -67,7 +67,6 @@ bool own_post_ops(ConvLayout layout, const std::vector<PostOp>& post, bool src_c
 // Channels-last tag for a rank (nwc / nhwc / ndhwc).
 tag cl_tag(int rank) { return rank == 3 ? tag::nwc : rank == 4 ? tag::nhwc : tag::ndhwc; }
 
-
 }  // namespace
 
 struct DnnlConv::Entry {
@@ -203,8 +202,9 @@ ConvLayout DnnlConv::choose_layout(const ConvParams& p) {
 // small problems: fcn_resnet50's 2048->512 head would have run 17-23% faster at batch 1, but its 151 MiB of F(4,3)
 // weights took the process's peak RSS from 193 to 501 MiB (ONNX Runtime: 498). From 4096 output positions on (that
 // head at batch >= 6) the gain is worth the memory: at batch 8 the head ran 400 -> 134 ms (the model 1247 -> 995 ms)
-// for 300 MiB more peak RSS (300 -> 664 MiB with Winograd off / on everywhere; ONNX Runtime: 645). The transform is slow (oneDNN's wino_reorder, one thread: 12 ms for
-// 256->256, 241 ms for 2048->512), one more reason it waits for the second call (see DnnlConv::run).
+// for 300 MiB more peak RSS (300 -> 664 MiB with Winograd off / on everywhere; ONNX Runtime: 645). The transform is
+// slow (oneDNN's wino_reorder, one thread: 12 ms for 256->256, 241 ms for 2048->512), one more reason it waits for the
+// second call (see DnnlConv::run).
 // Error: within the bound Conv.WinogradFromTheSecondCall holds direct convolution to; the real-model parity
 // (scripts/zoo.sh, which checks a second run too) is unchanged. KILN_CONV_WINOGRAD=0 turns it off.
 bool DnnlConv::winograd_candidate(const ConvParams& p) {
