@@ -1,11 +1,12 @@
 #include "kiln/tensor.h"
 
+#include "core/helper_thread.h"
+
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <system_error>
-#include <thread>
 #include <vector>
 
 #include <cstdlib>
@@ -94,14 +95,14 @@ void prefault_buffer(void* p, size_t bytes, int threads) {
   auto populate = [p, bytes](size_t begin, size_t end) {
     ::madvise(static_cast<uint8_t*>(p) + begin, std::min(end, bytes) - begin, MADV_POPULATE_WRITE);
   };
-  std::vector<std::thread> helpers;
+  std::vector<std::unique_ptr<HelperThread>> helpers;
   try {
-    for (size_t b = per; b < bytes; b += per) helpers.emplace_back(populate, b, b + per);
+    for (size_t b = per; b < bytes; b += per) helpers.push_back(std::make_unique<HelperThread>([=] { populate(b, b + per); }));
   } catch (const std::system_error&) {
     // no thread to spare: the pieces not started fault in on first use
   }
   populate(0, per);
-  for (auto& h : helpers) h.join();
+  helpers.clear();  // joins
 }
 
 Tensor::Tensor(DType dtype, Shape shape) : dtype_(dtype), shape_(std::move(shape)) {

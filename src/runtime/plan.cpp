@@ -1,6 +1,7 @@
 #include "runtime/plan.h"
 
 #include "backends/cpu/data_util.h"
+#include "core/helper_thread.h"
 #include "core/staging.h"
 
 #include <omp.h>
@@ -13,7 +14,6 @@
 #include <map>
 #include <mutex>
 #include <set>
-#include <thread>
 
 namespace kiln {
 
@@ -642,14 +642,14 @@ void Plan::prepare_kernels(ShapePlan& sp, const std::vector<const Tensor*>& inpu
       it.out.clear();
     }
   };
-  std::vector<std::thread> helpers;
+  std::vector<std::unique_ptr<HelperThread>> helpers;
   try {
-    for (int t = 1; t < threads_ && t < (int)items.size(); ++t) helpers.emplace_back(work);
+    for (int t = 1; t < threads_ && t < (int)items.size(); ++t) helpers.push_back(std::make_unique<HelperThread>(work));
   } catch (const std::system_error&) {
     // No more threads: the ones there are do it all.
   }
   work();
-  for (auto& h : helpers) h.join();
+  helpers.clear();  // joins
 }
 
 int64_t Plan::last_arena_offset(const std::string& name) const {

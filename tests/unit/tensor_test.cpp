@@ -3,11 +3,15 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <sched.h>
+
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <vector>
 
 #include "kiln/tensor.h"
+#include "core/helper_thread.h"
 
 using namespace kiln;
 
@@ -59,4 +63,24 @@ TEST(Tensor, HalfRoundsToNearestEven) {
   EXPECT_EQ(float_to_half(1.0f + 3.0f / 2048), (uint16_t)0x3c02);        // tie -> even (up)
   EXPECT_EQ(float_to_half(65520.0f), (uint16_t)0x7c00);                  // overflows to inf
   EXPECT_EQ(float_to_half(1e-8f), (uint16_t)0);
+}
+
+TEST(HelperThread, StartsOffItsCreatorsCpuAndRunsItsFunction) {
+  cpu_set_t allowed;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+  for (int round = 0; round < 20; ++round) {
+    std::atomic<int> ran{0};
+    cpu_set_t during;
+    CPU_ZERO(&during);
+    HelperThread h([&] {
+      sched_getaffinity(0, sizeof(during), &during);
+      ran.fetch_add(1);
+    });
+    h.join();
+    ASSERT_EQ(ran.load(), 1);
+    // By the time the function runs, the thread may use every CPU its creator may.
+    EXPECT_TRUE(CPU_EQUAL(&during, &allowed)) << "round " << round;
+    ASSERT_GE(h.first_cpu(), 0);
+    if (CPU_COUNT(&allowed) > 1) EXPECT_NE(h.first_cpu(), h.creator_cpu()) << "round " << round;
+  }
 }
