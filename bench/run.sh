@@ -2,7 +2,8 @@
 # Side-by-side CPU benchmark: kiln vs ONNX Runtime (onnxruntime-node) vs PyTorch.
 #
 #   bench/run.sh [--models fast|all|a,b] [--batches 1,8] [--threads N] [--rounds R]
-#                [--runs N] [--warmup N] [--kiln PATH] [--timeout S] [--out FILE]
+#                [--runs N] [--warmup N] [--startup-samples N] [--kiln PATH]
+#                [--timeout S] [--out FILE]
 #
 # Installs ORT (bench/setup.sh), exports the models into build/zoo (skipping ones
 # already there), measures the machine's FMA peak (bench/peak/fma_peak.cpp, built
@@ -12,7 +13,12 @@
 # dynamic batch axis); the others run at their batch-1 shape only. Every process
 # gets KILN_BENCH_SPAWN_NS (wall clock just before the spawn) and reports its
 # start-up (spawn -> first output). Raw JSON goes to build/bench/<timestamp>/, the
-# summary (medians across rounds) to bench/RESULTS.md.
+# summary (medians across rounds) to bench/RESULTS.md. Start-up varies more from process
+# to process than latency does (thread start-up and page faults on a 2-vCPU VM: a small
+# model's first output moves by +-30%), so after its rounds each model also gets
+# --startup-samples (default 6) start-up-only processes per engine for kiln and ORT
+# (1 run, no warm-up, alternating, the first engine rotating); their start-up medians
+# are over the rounds' batch-1 processes and these together.
 # A missing or failing engine is recorded as "error" and the run goes on.
 # Run it on an otherwise idle machine: the load average is recorded in the report.
 # On a busy machine, OMP_WAIT_POLICY=PASSIVE (passed to every engine) avoids
@@ -22,7 +28,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=/usr/bin/python3
 
-models=fast batches=1,8 threads=2 rounds=3 runs=10 warmup=3 kiln=$ROOT/build/kiln timeout_s=900
+models=fast batches=1,8 threads=2 rounds=3 runs=10 warmup=3 startup_samples=6 kiln=$ROOT/build/kiln timeout_s=900
 out=$ROOT/bench/RESULTS.md
 command_line="bench/run.sh $*"
 while [[ $# -gt 0 ]]; do
@@ -33,6 +39,7 @@ while [[ $# -gt 0 ]]; do
     --rounds) rounds=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
     --warmup) warmup=$2; shift 2 ;;
+    --startup-samples) startup_samples=$2; shift 2 ;;
     --kiln) kiln=$(realpath -m "$2"); shift 2 ;;
     --timeout) timeout_s=$2; shift 2 ;;
     --out) out=$(realpath -m "$2"); shift 2 ;;
@@ -40,6 +47,9 @@ while [[ $# -gt 0 ]]; do
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
 done
+if [[ ! "$startup_samples" =~ ^[0-9]+$ ]]; then
+  echo "--startup-samples: expected a non-negative integer, got '$startup_samples'" >&2; exit 2
+fi
 if [[ ! "$batches" =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]]; then
   echo "--batches: expected a comma-separated list of positive integers, got '$batches'" >&2; exit 2
 fi
@@ -113,11 +123,13 @@ for name in $names; do
 s = m["input_shape"]
 print(m["input_name"], "x".join(map(str, s[1:])), s[0], m.get("flops_estimate", 0),
       int(len(s) == 4 and bool(m.get("dynamic_batch"))))' "$meta")
+  startup_batch=
   for batch in $batch_list; do
     if (( batch != native && ! batchable )); then
       echo "[$name] batch $batch skipped (not a 2D image model with a dynamic batch axis)"
       continue
     fi
+    [[ -z "$startup_batch" ]] || (( batch < startup_batch )) && startup_batch=$batch
     shape="$input=${batch}x$rest"
     # Heavy runs get fewer iterations: assume ~20 GFLOP/s and aim at <= 20 s per process.
     est_ms=$(( flops / native * batch / 20000000 + 1 ))
@@ -135,6 +147,16 @@ print(m["input_name"], "x".join(map(str, s[1:])), s[0], m.get("flops_estimate", 
       done
     done
   done
+  # Start-up-only processes (see the header): kiln and ORT, at the batch start-up is reported for.
+  [[ -n "$startup_batch" ]] || continue
+  for (( j = 0; j < startup_samples; j++ )); do
+    for (( i = 0; i < 2; i++ )); do
+      engine=${engines[$(( (i + j) % 2 ))]}
+      echo "[$name] start-up sample $(( j + 1 ))/$startup_samples: $engine"
+      run_engine "$engine" "build/zoo/$name/model.onnx" "$input=${startup_batch}x$rest" \
+        "$raw/$name.b$startup_batch.$engine.s$j" 1 0
+    done
+  done
 done
 
 kiln_version=$( [[ -x "$kiln" ]] && "$kiln" --version 2>/dev/null | head -n 1 )
@@ -142,4 +164,5 @@ $PY bench/report.py "$raw" --zoo build/zoo --out "$out" --models "$names" \
   --command "$command_line" --date "$date" --load-start "$load_start" \
   --kiln "$kiln ${kiln_version:-(version unknown)}" \
   --threads "$threads" --rounds "$rounds" --runs "$runs" --warmup "$warmup" \
+  --startup-samples "$startup_samples" \
   --batches "$batches" --peak "$raw/peak.json"
