@@ -31,8 +31,15 @@ class ConcatK : public Kernel {
       if (!t.has_shape) { sum_known = false; continue; }
       if (t.rank() != r)
         fail(n.describe() + ": input " + std::to_string(i) + " " + t.str() + " has a different rank from " + ref->str());
-      for (int d = 0; d < r; ++d)
-        if (d != ax) out[d] = data::merge_equal(n, out[d], t.dims[d], "input " + std::to_string(i) + " " + t.str() + " vs " + ref->str() + " on axis " + std::to_string(d));
+      for (int d = 0; d < r; ++d) {
+        if (d == ax) continue;
+        // The message is only built for a clash (DenseNet's Concats have up to ~50 inputs each, and building it for
+        // every one cost its load ~1 ms).
+        const bool clash = out[d].known() && t.dims[d].known() && out[d].value != t.dims[d].value;
+        out[d] = data::merge_equal(n, out[d], t.dims[d],
+                                   clash ? "input " + std::to_string(i) + " " + t.str() + " vs " + ref->str() + " on axis " + std::to_string(d)
+                                         : std::string());
+      }
       if (t.dims[ax].known()) sum += t.dims[ax].value;
       else sum_known = false;
     }

@@ -133,6 +133,9 @@ TEST(DataOps, ConcatSymbolicAxis) {
   EXPECT_EQ(k[0].str(), "float32[2, 8]");
   expect_node_error(n, [&] { infer(n, 13, {TensorType::of(DType::Float32, {2, 3}), TensorType::of(DType::Float32, {4, 5})}, {}); },
                     "does not match");
+  // The message says which input and axis clash (it is only built on a clash).
+  expect_node_error(n, [&] { infer(n, 13, {TensorType::of(DType::Float32, {2, 3}), TensorType::of(DType::Float32, {4, 5})}, {}); },
+                    "input 1 float32[4, 5] vs float32[2, 3] on axis 0: dimension 2 does not match 4");
   set_int(n, "axis", 2);
   expect_node_error(n, [&] { infer(n, 13, {TensorType::of(DType::Float32, {2, 3}), TensorType::of(DType::Float32, {2, 5})}, {}); },
                     "out of range");
