@@ -1,6 +1,5 @@
 #include "core/helper_thread.h"
 
-#include <cerrno>
 #include <system_error>
 
 namespace kiln {

@@ -10,13 +10,14 @@ namespace kiln {
 // A thread that starts on a CPU other than its creator's, where the process may run on another.
 //
 // Left to itself, the scheduler often queues a new thread on its creator's CPU, behind the creator, until it
-// rebalances: on the 2-vCPU benchmark machine half of all new threads started 1-3 ms late that way, a stall a
+// rebalances: on the 2-vCPU benchmark machine half of all new threads started 1-4 ms late that way, a stall a
 // model's start-up (prefault, kernel preparation) waited on. The thread is created allowed only on the other CPUs,
 // and widens its affinity back to the creator's whole set before it runs `fn`, so the scheduler stays free to
 // move it afterwards.
 class HelperThread {
  public:
-  // Throws std::system_error when no thread can be created.
+  // Throws std::system_error when no thread can be created. `fn` must not throw (as with std::thread, an
+  // exception leaving it terminates the process).
   explicit HelperThread(std::function<void()> fn);
   ~HelperThread();  // joins
   HelperThread(const HelperThread&) = delete;
