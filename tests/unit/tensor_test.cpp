@@ -81,6 +81,8 @@ TEST(HelperThread, StartsOffItsCreatorsCpuAndRunsItsFunction) {
     // By the time the function runs, the thread may use every CPU its creator may.
     EXPECT_TRUE(CPU_EQUAL(&during, &allowed)) << "round " << round;
     ASSERT_GE(h.first_cpu(), 0);
-    if (CPU_COUNT(&allowed) > 1) EXPECT_NE(h.first_cpu(), h.creator_cpu()) << "round " << round;
+    if (CPU_COUNT(&allowed) > 1) {
+      EXPECT_NE(h.first_cpu(), h.creator_cpu()) << "round " << round;
+    }
   }
 }
