@@ -128,7 +128,8 @@ class GemmK : public ConstantBKernel {
   Node node_;
   int opset_;
   float alpha_, beta_;
-  bool ta_, tb_;};
+  bool ta_, tb_;
+};
 
 }  // namespace
 

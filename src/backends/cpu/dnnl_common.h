@@ -32,8 +32,6 @@ uint8_t* scratch_buffer(size_t bytes);
 // one (pad_bytes > 0). Nothing else may use scratch_buffer until the primitive has run.
 void with_scratchpad(std::unordered_map<int, dnnl::memory>& args, dnnl::memory& pad, size_t pad_bytes);
 
-// A oneDNN memory over kiln's own allocation (allocate_buffer: large buffers mapped, returned to the system when
-// freed), for data kept across runs such as prepared weights. The buffer lives as long as `buf` does.
 // OpenMP at one thread on this thread while alive (when `on`): Kernel::prepare packs weights beside other kernels'
 // prepare on the session's threads, where an OpenMP team of its own would oversubscribe the cores.
 struct OneThread {
@@ -48,6 +46,8 @@ struct OneThread {
   OneThread& operator=(const OneThread&) = delete;
 };
 
+// A oneDNN memory over kiln's own allocation (allocate_buffer: large buffers mapped, returned to the system when
+// freed), for data kept across runs such as prepared weights. The buffer lives as long as `buf` does.
 struct HeldMemory {
   dnnl::memory mem;
   std::shared_ptr<void> buf;
